@@ -1,0 +1,412 @@
+//! Records: one IndexedDB record as one Automerge document, with put, get, delete, increment and
+//! text splices.
+//!
+//! Document layout (schema v1):
+//!
+//! | root key | holds |
+//! |----------|-------|
+//! | `v`      | the record value; a map created by the genesis change |
+//! | `live`   | `true` while the record exists; every user edit writes it anew, delete removes it |
+//! | `prov`   | analytics provenance: field name -> `{job, run}`; a map created by the genesis change |
+//!
+//! The genesis change is deterministic (actor derived from the document id, time 0), so every
+//! peer that creates the record produces the byte-identical change and they all share one `v`
+//! map: fields put by peers that created the same key offline merge field by field.
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, AutoCommit, Change, ChangeHash, LoadOptions, ObjId, ObjType, OnPartialLoad, Prop, ROOT,
+    ReadDoc, ScalarValue, TextEncoding,
+};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::doc_id::{DocId, StoreRef};
+use crate::key::{Key, KeyError};
+use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
+use crate::value::{PathSegment, Value, ValueError};
+use crate::wire::Payload;
+
+pub(crate) const VALUE: &str = "v";
+pub(crate) const LIVE: &str = "live";
+pub(crate) const PROVENANCE: &str = "prov";
+
+/// Indexes into collaborative text count UTF-16 code units, as JavaScript strings do.
+pub const TEXT_ENCODING: TextEncoding = TextEncoding::Utf16CodeUnit;
+
+/// What went wrong with a record operation.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    #[error("value cannot be stored: {0}")]
+    Value(#[from] ValueError),
+    #[error("the record does not exist")]
+    NotFound,
+    #[error("nothing at path {0:?}")]
+    NoSuchPath(Vec<PathSegment>),
+    #[error("path {path:?} holds {found}, not {expected}")]
+    WrongType { path: Vec<PathSegment>, expected: &'static str, found: String },
+    #[error("text splice out of range: index {index} + delete {delete} > length {len}")]
+    SpliceOutOfRange { index: usize, delete: usize, len: usize },
+    #[error("document bytes are corrupt: {0}")]
+    Corrupt(automerge::AutomergeError),
+    #[error("a change does not parse: {0}")]
+    CorruptChange(String),
+    #[error("automerge rejected an edit: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+impl From<ReconcileError> for RecordError {
+    fn from(e: ReconcileError) -> Self {
+        match e {
+            ReconcileError::Value(v) => RecordError::Value(v),
+            ReconcileError::Automerge(a) => RecordError::Automerge(a),
+        }
+    }
+}
+
+/// A change made locally, ready for the outbox: its hash and its encoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalChange {
+    pub hash: ChangeHash,
+    pub bytes: Vec<u8>,
+}
+
+/// One record: its identity and its Automerge document.
+#[derive(Debug, Clone)]
+pub struct Record {
+    id: DocId,
+    key: Vec<u8>,
+    doc: AutoCommit,
+}
+
+/// The actor of a document's genesis change: the same on every peer.
+fn genesis_actor(id: &DocId) -> ActorId {
+    let digest = Sha256::new().chain_update(b"tidepool/genesis/v1\0").chain_update(id.0).finalize();
+    ActorId::from(&digest[..16])
+}
+
+fn genesis(id: &DocId) -> AutoCommit {
+    let mut doc = AutoCommit::new_with_encoding(TEXT_ENCODING).with_actor(genesis_actor(id));
+    let built = doc
+        .put_object(ROOT, VALUE, ObjType::Map)
+        .and_then(|_| doc.put_object(ROOT, PROVENANCE, ObjType::Map));
+    debug_assert!(built.is_ok(), "putting into an empty root cannot fail");
+    doc.commit_with(CommitOptions::default().with_time(0));
+    doc
+}
+
+impl Record {
+    /// A new, empty record (it does not exist until the first put) written by `actor`.
+    pub fn new(store: &StoreRef, key: &Key, actor: &ActorId) -> Result<Record, RecordError> {
+        let encoded = key.encode()?;
+        Ok(Self::with_encoded_key(store, encoded, actor))
+    }
+
+    /// As [`Record::new`], from a canonical key encoding (as it travels on the wire).
+    pub fn with_encoded_key(store: &StoreRef, key: Vec<u8>, actor: &ActorId) -> Record {
+        let id = DocId::from_encoded_key(store, &key);
+        let mut doc = genesis(&id);
+        doc.set_actor(actor.clone());
+        Record { id, key, doc }
+    }
+
+    /// Builds a record from Automerge bytes from a peer (untrusted).
+    pub fn load(
+        store: &StoreRef,
+        key: Vec<u8>,
+        payload: &Payload,
+        actor: &ActorId,
+    ) -> Result<Record, RecordError> {
+        match payload {
+            Payload::Document(bytes) => {
+                let id = DocId::from_encoded_key(store, &key);
+                let doc = load_document(bytes)?.with_actor(actor.clone());
+                Ok(Record { id, key, doc })
+            }
+            Payload::Changes(_) => {
+                let mut record = Self::with_encoded_key(store, key, actor);
+                record.apply(payload)?;
+                Ok(record)
+            }
+        }
+    }
+
+    pub fn id(&self) -> DocId {
+        self.id
+    }
+
+    /// The canonical encoding of the record's key.
+    pub fn encoded_key(&self) -> &[u8] {
+        &self.key
+    }
+
+    pub fn key(&self) -> Result<Key, KeyError> {
+        Key::decode(&self.key)
+    }
+
+    /// Whether the record currently exists (has been put and not deleted since).
+    pub fn exists(&self) -> bool {
+        matches!(self.doc.get(ROOT, LIVE), Ok(Some(_)))
+    }
+
+    /// The current value, with collaborative text and counters as their own variants; `None` if
+    /// the record does not exist.
+    pub fn get(&self) -> Result<Option<Value>, RecordError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        Ok(Some(self.read_value()?))
+    }
+
+    fn read_value(&self) -> Result<Value, RecordError> {
+        match self.doc.get(ROOT, VALUE)? {
+            Some((automerge::Value::Object(_), id)) => Ok(Value::read_object(&self.doc, &id)?),
+            Some((automerge::Value::Scalar(s), _)) => Ok(Value::from_scalar(&s)?),
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// The current value as plain data (text as a string, counters as numbers).
+    pub fn get_plain(&self) -> Result<Option<Value>, RecordError> {
+        Ok(self.get()?.map(|v| v.to_plain()))
+    }
+
+    /// Makes the record hold `value` with the fewest operations. Returns `None` when the value is
+    /// already there (no change is made, so nothing needs syncing).
+    pub fn put(&mut self, value: &Value, time: i64) -> Result<Option<LocalChange>, RecordError> {
+        value.validate()?;
+        let result = self.reconcile_root(value).and_then(|()| {
+            if self.doc.pending_ops() > 0 || !self.exists() {
+                self.doc.put(ROOT, LIVE, true)?;
+            }
+            Ok(())
+        });
+        self.finish(result, time)
+    }
+
+    fn reconcile_root(&mut self, value: &Value) -> Result<(), RecordError> {
+        match (self.doc.get(ROOT, VALUE)?, value) {
+            (Some((automerge::Value::Object(ObjType::Map), obj)), Value::Object(fields)) => {
+                reconcile_map(&mut self.doc, &obj, fields)?
+            }
+            _ => reconcile_prop(&mut self.doc, &ROOT, Prop::Map(VALUE.into()), value)?,
+        }
+        Ok(())
+    }
+
+    /// Deletes the record: a tombstone that removes `live` and leaves the fields in place, so an
+    /// edit made concurrently by a peer that had not seen the delete brings back the whole record
+    /// as that peer saw it. Returns `None` if the record did not exist.
+    pub fn delete(&mut self, time: i64) -> Result<Option<LocalChange>, RecordError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let result = self.doc.delete(ROOT, LIVE).map_err(RecordError::from);
+        self.finish(result, time)
+    }
+
+    /// Adds `delta` to the counter at `path`; a missing field or a plain integer becomes a
+    /// counter starting from that integer.
+    pub fn increment(
+        &mut self,
+        path: &[PathSegment],
+        delta: i64,
+        time: i64,
+    ) -> Result<LocalChange, RecordError> {
+        let result = self.increment_inner(path, delta);
+        self.finish(result, time)?.ok_or(RecordError::NoSuchPath(path.to_vec()))
+    }
+
+    fn increment_inner(&mut self, path: &[PathSegment], delta: i64) -> Result<(), RecordError> {
+        let (parent, prop) = self.resolve_parent(path)?;
+        match self.doc.get(&parent, prop.clone())? {
+            Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Counter(_) => self.doc.increment(&parent, prop, delta)?,
+                ScalarValue::Int(n) => {
+                    let start = n.wrapping_add(delta);
+                    self.doc.put(&parent, prop, ScalarValue::counter(start))?
+                }
+                other => return Err(wrong_type(path, "a counter", &format!("{other:?}"))),
+            },
+            None => self.doc.put(&parent, prop, ScalarValue::counter(delta))?,
+            Some((automerge::Value::Object(t), _)) => {
+                return Err(wrong_type(path, "a counter", &format!("{t:?}")));
+            }
+        }
+        self.doc.put(ROOT, LIVE, true)?;
+        Ok(())
+    }
+
+    /// Splices collaborative text at `path` (indexes in UTF-16 code units). A missing field or a
+    /// plain string becomes collaborative text first.
+    pub fn splice_text(
+        &mut self,
+        path: &[PathSegment],
+        index: usize,
+        delete: usize,
+        insert: &str,
+        time: i64,
+    ) -> Result<Option<LocalChange>, RecordError> {
+        let result = self.splice_inner(path, index, delete, insert);
+        self.finish(result, time)
+    }
+
+    fn splice_inner(
+        &mut self,
+        path: &[PathSegment],
+        index: usize,
+        delete: usize,
+        insert: &str,
+    ) -> Result<(), RecordError> {
+        let (parent, prop) = self.resolve_parent(path)?;
+        let text = match self.doc.get(&parent, prop.clone())? {
+            Some((automerge::Value::Object(ObjType::Text), id)) => id,
+            Some((automerge::Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Str(_)) => {
+                let ScalarValue::Str(current) = s.as_ref() else { unreachable!() };
+                let current = current.to_string();
+                let id = self.doc.put_object(&parent, prop, ObjType::Text)?;
+                self.doc.splice_text(&id, 0, 0, &current)?;
+                id
+            }
+            None => self.doc.put_object(&parent, prop, ObjType::Text)?,
+            Some((other, _)) => return Err(wrong_type(path, "text", &format!("{other:?}"))),
+        };
+        let len = self.doc.length(&text);
+        if index.checked_add(delete).is_none_or(|end| end > len) {
+            return Err(RecordError::SpliceOutOfRange { index, delete, len });
+        }
+        if delete == 0 && insert.is_empty() {
+            return Ok(());
+        }
+        let delete = isize::try_from(delete).map_err(|_| RecordError::SpliceOutOfRange {
+            index,
+            delete,
+            len,
+        })?;
+        self.doc.splice_text(&text, index, delete, insert)?;
+        self.doc.put(ROOT, LIVE, true)?;
+        Ok(())
+    }
+
+    /// The object holding the last path segment, and that segment as a property. The record must
+    /// exist and every segment but the last must name an existing object.
+    fn resolve_parent(&self, path: &[PathSegment]) -> Result<(ObjId, Prop), RecordError> {
+        if !self.exists() {
+            return Err(RecordError::NotFound);
+        }
+        let Some((last, parents)) = path.split_last() else {
+            return Err(RecordError::NoSuchPath(vec![]));
+        };
+        let mut obj = match self.doc.get(ROOT, VALUE)? {
+            Some((automerge::Value::Object(_), id)) => id,
+            _ => return Err(RecordError::NoSuchPath(path.to_vec())),
+        };
+        for (depth, seg) in parents.iter().enumerate() {
+            obj = match self.doc.get(&obj, to_prop(seg))? {
+                Some((automerge::Value::Object(ObjType::Map | ObjType::List), id)) => id,
+                _ => return Err(RecordError::NoSuchPath(path[..=depth].to_vec())),
+            };
+        }
+        Ok((obj, to_prop(last)))
+    }
+
+    /// Commits pending operations as one change, or rolls them all back on error so a failed edit
+    /// leaves the document as it was.
+    fn finish(
+        &mut self,
+        result: Result<(), RecordError>,
+        time: i64,
+    ) -> Result<Option<LocalChange>, RecordError> {
+        if let Err(e) = result {
+            self.doc.rollback();
+            return Err(e);
+        }
+        if self.doc.pending_ops() == 0 {
+            return Ok(None);
+        }
+        let hash = self.doc.commit_with(CommitOptions::default().with_time(time));
+        let change = self.doc.get_last_local_change();
+        Ok(hash.zip(change).map(|(hash, c)| LocalChange { hash, bytes: c.raw_bytes().to_vec() }))
+    }
+
+    /// Merges Automerge bytes from a peer (untrusted). Everything is parsed before anything is
+    /// applied, so corrupt bytes give [`RecordError::Corrupt`] and leave the document as it was.
+    /// Returns whether the document changed. Changes whose dependencies are missing wait inside
+    /// Automerge until the dependencies arrive; [`Record::missing_deps`] tells.
+    pub fn apply(&mut self, payload: &Payload) -> Result<bool, RecordError> {
+        let before = self.doc.get_heads();
+        match payload {
+            Payload::Changes(chunks) => {
+                let changes = parse_changes(chunks)?;
+                self.doc.apply_changes(changes).map_err(RecordError::Corrupt)?;
+            }
+            Payload::Document(bytes) => {
+                let mut other = load_document(bytes)?;
+                self.doc.merge(&mut other).map_err(RecordError::Corrupt)?;
+            }
+        }
+        Ok(self.doc.get_heads() != before)
+    }
+
+    /// Changes this document has been told about but cannot apply yet.
+    pub fn missing_deps(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_missing_deps(&[])
+    }
+
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The whole document, compressed.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Every change after `heads`, encoded.
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+        self.doc.get_changes(heads).iter().map(|c| c.raw_bytes().to_vec()).collect()
+    }
+
+    /// The Automerge document, for the sync protocol and for read-only inspection.
+    pub fn doc_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// Which analytics run last wrote `field`, if any.
+    pub fn provenance(&self, field: &str) -> Option<crate::writeback::Provenance> {
+        crate::writeback::Provenance::read(&self.doc, field)
+    }
+}
+
+fn parse_changes(chunks: &[Vec<u8>]) -> Result<Vec<Change>, RecordError> {
+    chunks
+        .iter()
+        .map(|c| {
+            Change::try_from(c.as_slice())
+                .map_err(|e| RecordError::CorruptChange(e.to_string()))
+        })
+        .collect()
+}
+
+fn load_document(bytes: &[u8]) -> Result<AutoCommit, RecordError> {
+    let options =
+        LoadOptions::new().on_partial_load(OnPartialLoad::Error).text_encoding(TEXT_ENCODING);
+    AutoCommit::load_with_options(bytes, options).map_err(RecordError::Corrupt)
+}
+
+fn to_prop(seg: &PathSegment) -> Prop {
+    match seg {
+        PathSegment::Field(f) => Prop::Map(f.clone()),
+        PathSegment::Index(i) => Prop::Seq(*i),
+    }
+}
+
+fn wrong_type(path: &[PathSegment], expected: &'static str, found: &str) -> RecordError {
+    RecordError::WrongType { path: path.to_vec(), expected, found: found.to_owned() }
+}

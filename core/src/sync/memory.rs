@@ -1,0 +1,213 @@
+//! In-memory document stores for both ends: for tests, benchmarks, and as the reference model
+//! that durable stores are compared against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+
+use automerge::ActorId;
+
+use crate::doc_id::{DocId, StoreRef};
+use crate::key::Key;
+use crate::record::{Record, RecordError};
+use crate::sync::client::ClientDocs;
+use crate::sync::hub::{HubStore, LogEntry};
+use crate::value::Value;
+use crate::wire::{Payload, PeerId};
+
+/// A client's documents, all in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryClientDocs {
+    actor: ActorId,
+    stores: HashMap<StoreRef, BTreeMap<DocId, Record>>,
+}
+
+impl MemoryClientDocs {
+    pub fn new(actor: ActorId) -> Self {
+        MemoryClientDocs { actor, stores: HashMap::new() }
+    }
+
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The record for `key`, created empty if new, for local edits.
+    pub fn record_for(&mut self, store: &StoreRef, key: &Key) -> Result<&mut Record, RecordError> {
+        let encoded = key.encode()?;
+        let doc = DocId::from_encoded_key(store, &encoded);
+        self.record(store, doc, &encoded)
+    }
+
+    /// Every existing record of a store as (key, plain value), in key order.
+    pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
+        let mut out: Vec<(Vec<u8>, Value)> = self
+            .stores
+            .get(store)
+            .into_iter()
+            .flat_map(|docs| docs.values())
+            .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every record of a store, deleted ones included.
+    pub fn records(&mut self, store: &StoreRef) -> impl Iterator<Item = &mut Record> {
+        self.stores.entry(store.clone()).or_default().values_mut()
+    }
+}
+
+impl ClientDocs for MemoryClientDocs {
+    fn apply(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        payload: &Payload,
+    ) -> Result<bool, RecordError> {
+        let docs = self.stores.entry(store.clone()).or_default();
+        match docs.get_mut(&doc) {
+            Some(record) => record.apply(payload),
+            None => {
+                let record = Record::load(store, key.to_vec(), payload, &self.actor)?;
+                docs.insert(doc, record);
+                Ok(true)
+            }
+        }
+    }
+
+    fn record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<&mut Record, RecordError> {
+        let actor = &self.actor;
+        Ok(self
+            .stores
+            .entry(store.clone())
+            .or_default()
+            .entry(doc)
+            .or_insert_with(|| Record::with_encoded_key(store, key.to_vec(), actor)))
+    }
+
+    fn list(&mut self, store: &StoreRef) -> Vec<(DocId, Vec<u8>)> {
+        self.stores
+            .get(store)
+            .into_iter()
+            .flat_map(|docs| docs.iter().map(|(id, r)| (*id, r.encoded_key().to_vec())))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct StoreLog {
+    entries: Vec<LogEntry>,
+    /// Entries up to this seq were compacted away.
+    horizon: u64,
+    head: u64,
+}
+
+/// A hub store in memory: documents and per-store logs.
+#[derive(Debug, Clone)]
+pub struct MemoryHubStore {
+    epoch: [u8; 16],
+    actor: ActorId,
+    docs: HashMap<StoreRef, BTreeMap<DocId, Record>>,
+    logs: HashMap<StoreRef, StoreLog>,
+}
+
+impl MemoryHubStore {
+    /// An empty store; `epoch` must be fresh randomness for every new storage.
+    pub fn new(epoch: [u8; 16]) -> Self {
+        MemoryHubStore {
+            epoch,
+            actor: ActorId::from(&b"tidepool-hub\0\0\0\0"[..]),
+            docs: HashMap::new(),
+            logs: HashMap::new(),
+        }
+    }
+
+    /// Drops log entries up to `seq`, as a hub that compacts its log would; subscribers with an
+    /// older cursor then need repair.
+    pub fn compact_log(&mut self, store: &StoreRef, seq: u64) {
+        let log = self.logs.entry(store.clone()).or_default();
+        log.entries.retain(|e| e.seq > seq);
+        log.horizon = log.horizon.max(seq.min(log.head));
+    }
+
+    /// Every existing record of a store as (key, plain value), in key order.
+    pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
+        let mut out: Vec<(Vec<u8>, Value)> = self
+            .docs
+            .get(store)
+            .into_iter()
+            .flat_map(|docs| docs.values())
+            .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn get(&self, store: &StoreRef, doc: &DocId) -> Option<&Record> {
+        self.docs.get(store)?.get(doc)
+    }
+}
+
+impl HubStore for MemoryHubStore {
+    type Error = Infallible;
+
+    fn epoch(&self) -> [u8; 16] {
+        self.epoch
+    }
+
+    fn record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<&mut Record, Infallible> {
+        let actor = &self.actor;
+        Ok(self
+            .docs
+            .entry(store.clone())
+            .or_default()
+            .entry(doc)
+            .or_insert_with(|| Record::with_encoded_key(store, key.to_vec(), actor)))
+    }
+
+    fn append(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        changes: Vec<Vec<u8>>,
+        origin: PeerId,
+    ) -> Result<u64, Infallible> {
+        let log = self.logs.entry(store.clone()).or_default();
+        log.head += 1;
+        log.entries.push(LogEntry { seq: log.head, doc, key: key.to_vec(), changes, origin });
+        Ok(log.head)
+    }
+
+    fn head_seq(&mut self, store: &StoreRef) -> Result<u64, Infallible> {
+        Ok(self.logs.get(store).map_or(0, |l| l.head))
+    }
+
+    fn log_since(
+        &mut self,
+        store: &StoreRef,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<LogEntry>>, Infallible> {
+        let Some(log) = self.logs.get(store) else { return Ok(Some(vec![])) };
+        if after < log.horizon {
+            return Ok(None);
+        }
+        let start = log.entries.partition_point(|e| e.seq <= after);
+        Ok(Some(log.entries[start..].iter().take(limit).cloned().collect()))
+    }
+
+    fn docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, Infallible> {
+        let Some(docs) = self.docs.get(store) else { return Ok(vec![]) };
+        let range = match after {
+            Some(a) => docs.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => docs.range(..),
+        };
+        Ok(range.take(limit).map(|(id, r)| (*id, r.encoded_key().to_vec())).collect())
+    }
+}

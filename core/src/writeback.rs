@@ -1,0 +1,167 @@
+//! Deterministic write-back: analytics results as Automerge changes on a snapshot's heads.
+//!
+//! A result becomes a change whose dependencies are the heads the snapshot saw, written by an
+//! actor derived from (job, run, document) with a fixed timestamp. The same inputs therefore give
+//! a byte-identical change with the same hash, and since Automerge ignores a change it already
+//! has, retrying a run is a no-op: exactly once by construction. Because the change depends only
+//! on the snapshot heads, it merges with whatever users did after the snapshot like any
+//! concurrent edit.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::doc_id::DocId;
+use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
+use crate::record::{LIVE, LocalChange, PROVENANCE, Record, VALUE};
+use crate::value::{Value, ValueError};
+
+/// The timestamp of every write-back change, so retries are byte-identical.
+pub const WRITE_BACK_TIME: i64 = 0;
+
+/// Which analytics run wrote a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub job: String,
+    pub run: String,
+}
+
+impl Provenance {
+    pub(crate) fn read(doc: &AutoCommit, field: &str) -> Option<Provenance> {
+        let (_, prov) = doc.get(ROOT, PROVENANCE).ok()??;
+        let (_, entry) = doc.get(&prov, field).ok()??;
+        let text = |k: &str| match doc.get(&entry, k).ok()?? {
+            (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
+            _ => None,
+        };
+        Some(Provenance { job: text("job")?, run: text("run")? })
+    }
+}
+
+/// Why a write-back could not be built.
+#[derive(Debug, Error)]
+pub enum WriteBackError {
+    #[error("the snapshot heads are not all in this document")]
+    UnknownHeads,
+    #[error("the record held no object at the snapshot, so it has no fields to write")]
+    NotAnObject,
+    #[error("result value cannot be stored: {0}")]
+    Value(#[from] ValueError),
+    #[error("automerge rejected the write-back: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+impl From<ReconcileError> for WriteBackError {
+    fn from(e: ReconcileError) -> Self {
+        match e {
+            ReconcileError::Value(v) => WriteBackError::Value(v),
+            ReconcileError::Automerge(a) => WriteBackError::Automerge(a),
+        }
+    }
+}
+
+/// What a write-back does to the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Set the given fields on the record as it was at the snapshot; leave other fields and the
+    /// record's existence alone, so a record deleted after the snapshot stays deleted.
+    Fields,
+    /// Make the record hold exactly the given fields and exist (for results stores whose records
+    /// the job owns, such as aggregates keyed by group).
+    WholeRecord,
+}
+
+/// One run of one job: the identity that makes its changes deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBack {
+    pub job: String,
+    pub run: String,
+}
+
+impl WriteBack {
+    pub fn new(job: impl Into<String>, run: impl Into<String>) -> Self {
+        WriteBack { job: job.into(), run: run.into() }
+    }
+
+    /// The actor for this run's changes to document `doc`.
+    pub fn actor(&self, doc: &DocId) -> ActorId {
+        let mut h = Sha256::new();
+        h.update(b"tidepool/writeback/v1\0");
+        for part in [self.job.as_bytes(), self.run.as_bytes(), &doc.0] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        ActorId::from(&h.finalize()[..16])
+    }
+
+    /// The change that writes `fields` onto `record` as it was at `heads`, or `None` if the
+    /// record already held those values at the snapshot. The record itself is not modified;
+    /// apply the change (locally or at the hub) to merge it.
+    pub fn change(
+        &self,
+        record: &Record,
+        heads: &[ChangeHash],
+        fields: &BTreeMap<String, Value>,
+        mode: WriteMode,
+    ) -> Result<Option<LocalChange>, WriteBackError> {
+        for v in fields.values() {
+            v.validate()?;
+        }
+        let mut at_snapshot = record.doc().clone();
+        if !at_snapshot.get_missing_deps(heads).is_empty() {
+            return Err(WriteBackError::UnknownHeads);
+        }
+        let mut fork = at_snapshot.fork_at(heads)?;
+        fork.set_actor(self.actor(&record.id()));
+        let target = match (fork.get(ROOT, VALUE)?, mode) {
+            (Some((automerge::Value::Object(ObjType::Map), obj)), _) => obj,
+            (_, WriteMode::WholeRecord) => fork.put_object(ROOT, VALUE, ObjType::Map)?,
+            (_, WriteMode::Fields) => return Err(WriteBackError::NotAnObject),
+        };
+        match mode {
+            WriteMode::Fields => {
+                for (field, value) in fields {
+                    reconcile_prop(&mut fork, &target, Prop::Map(field.clone()), value)?;
+                }
+            }
+            WriteMode::WholeRecord => {
+                reconcile_map(&mut fork, &target, fields)?;
+                if fork.pending_ops() > 0 || fork.get(ROOT, LIVE)?.is_none() {
+                    fork.put(ROOT, LIVE, true)?;
+                }
+            }
+        }
+        if fork.pending_ops() == 0 {
+            return Ok(None);
+        }
+        self.stamp(&mut fork, fields.keys())?;
+        let Some(hash) = fork.commit_with(CommitOptions::default().with_time(WRITE_BACK_TIME))
+        else {
+            return Ok(None);
+        };
+        Ok(fork
+            .get_last_local_change()
+            .map(|c| LocalChange { hash, bytes: c.raw_bytes().to_vec() }))
+    }
+
+    /// Records this run as the provenance of every written field.
+    fn stamp<'a>(
+        &self,
+        fork: &mut AutoCommit,
+        fields: impl Iterator<Item = &'a String>,
+    ) -> Result<(), WriteBackError> {
+        let prov: ObjId = match fork.get(ROOT, PROVENANCE)? {
+            Some((automerge::Value::Object(ObjType::Map), id)) => id,
+            _ => fork.put_object(ROOT, PROVENANCE, ObjType::Map)?,
+        };
+        for field in fields {
+            let entry = fork.put_object(&prov, field.as_str(), ObjType::Map)?;
+            fork.put(&entry, "job", self.job.as_str())?;
+            fork.put(&entry, "run", self.run.as_str())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Hub: the sync server (filled by the hub work).

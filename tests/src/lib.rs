@@ -1,0 +1,1 @@
+//! Test harness: a deterministic simulated network of core peers and a hub.
