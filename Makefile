@@ -5,7 +5,13 @@ export PROPTEST_CASES ?= 256
 
 .PHONY: test bench deps-rust test-rust test-wasm-check fuzz-build
 
-test: deps-rust test-wasm-check test-rust
+# Each shell adds its own targets to TEST_TARGETS / BENCH_TARGETS in its fragment.
+TEST_TARGETS := deps-rust test-wasm-check test-rust
+BENCH_TARGETS := bench-core
+include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk
+
+test: $(TEST_TARGETS)
+bench: $(BENCH_TARGETS)
 
 deps-rust:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -16,7 +22,7 @@ test-wasm-check:
 test-rust:
 	$(CARGO) test --workspace --exclude tidepool-wasm
 
-bench:
+bench-core:
 	$(CARGO) bench -p tidepool-core --bench core
 
 # The fuzz target builds with nightly cargo-fuzz; not part of `make test`.

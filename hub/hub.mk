@@ -1,0 +1,1 @@
+# Make targets for hub; included by the root Makefile.

@@ -1,0 +1,1 @@
+# Make targets for tez-bridge; included by the root Makefile.

@@ -1,0 +1,1 @@
+# Make targets for wasm; included by the root Makefile.
