@@ -6,7 +6,7 @@
 //! | root key | holds |
 //! |----------|-------|
 //! | `v`      | the record value; a map created by the genesis change |
-//! | `live`   | `true` while the record exists; every user edit writes it anew, delete removes it |
+//! | `live`   | present while the record exists: an edit count that every user edit raises (a fresh op, which a concurrent delete did not see), delete removes it |
 //! | `prov`   | analytics provenance: field name -> `{job, run}`; a map created by the genesis change |
 //!
 //! The genesis change is deterministic (actor derived from the document id, time 0), so every
@@ -179,7 +179,7 @@ impl Record {
         value.validate()?;
         let result = self.reconcile_root(value).and_then(|()| {
             if self.doc.pending_ops() > 0 || !self.exists() {
-                self.doc.put(ROOT, LIVE, true)?;
+                mark_live(&mut self.doc)?;
             }
             Ok(())
         });
@@ -235,7 +235,7 @@ impl Record {
                 return Err(wrong_type(path, "a counter", &format!("{t:?}")));
             }
         }
-        self.doc.put(ROOT, LIVE, true)?;
+        mark_live(&mut self.doc)?;
         Ok(())
     }
 
@@ -286,7 +286,7 @@ impl Record {
             len,
         })?;
         self.doc.splice_text(&text, index, delete, insert)?;
-        self.doc.put(ROOT, LIVE, true)?;
+        mark_live(&mut self.doc)?;
         Ok(())
     }
 
@@ -382,6 +382,16 @@ impl Record {
     pub fn provenance(&self, field: &str) -> Option<crate::writeback::Provenance> {
         crate::writeback::Provenance::read(&self.doc, field)
     }
+}
+
+/// Writes a fresh `live` op. Automerge drops a put of the value a key already holds, so the
+/// value must change each time: it counts edits.
+pub(crate) fn mark_live<T: Transactable>(doc: &mut T) -> Result<(), automerge::AutomergeError> {
+    let edits = match doc.get(ROOT, LIVE)? {
+        Some((automerge::Value::Scalar(s), _)) => s.to_i64().unwrap_or(0),
+        _ => 0,
+    };
+    doc.put(ROOT, LIVE, edits.wrapping_add(1))
 }
 
 fn parse_changes(chunks: &[Vec<u8>]) -> Result<Vec<Change>, RecordError> {

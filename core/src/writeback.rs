@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::doc_id::DocId;
 use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
-use crate::record::{LIVE, LocalChange, PROVENANCE, Record, VALUE};
+use crate::record::{LIVE, LocalChange, PROVENANCE, Record, VALUE, mark_live};
 use crate::value::{Value, ValueError};
 
 /// The timestamp of every write-back change, so retries are byte-identical.
@@ -130,7 +130,7 @@ impl WriteBack {
             WriteMode::WholeRecord => {
                 reconcile_map(&mut fork, &target, fields)?;
                 if fork.pending_ops() > 0 || fork.get(ROOT, LIVE)?.is_none() {
-                    fork.put(ROOT, LIVE, true)?;
+                    mark_live(&mut fork)?;
                 }
             }
         }
