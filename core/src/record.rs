@@ -388,7 +388,7 @@ impl Record {
 /// value must change each time: it counts edits.
 pub(crate) fn mark_live<T: Transactable>(doc: &mut T) -> Result<(), automerge::AutomergeError> {
     let edits = match doc.get(ROOT, LIVE)? {
-        Some((automerge::Value::Scalar(s), _)) => s.to_i64().unwrap_or(0),
+        Some((automerge::Value::Scalar(s), _)) => s.as_i64().unwrap_or(0),
         _ => 0,
     };
     doc.put(ROOT, LIVE, edits.wrapping_add(1))

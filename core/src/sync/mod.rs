@@ -58,5 +58,5 @@ mod memory;
 
 pub use auth::{AllowAll, Authorizer, Grants};
 pub use client::{ClientConfig, ClientDocs, ClientEngine, ClientError, ClientEvent, ClientOutput, OutboxId};
-pub use hub::{ConnId, Hub, HubError, HubOutput, HubStore, LogEntry, Outgoing};
+pub use hub::{ConnId, Hub, HubConfig, HubError, HubOutput, HubStore, LogEntry, Outgoing};
 pub use memory::{MemoryClientDocs, MemoryHubStore};

@@ -58,7 +58,9 @@ public final class DagRunner {
       code = runner.run(argv);
     } catch (UsageException e) {
       System.err.println("DagRunner: " + e.getMessage());
-      System.err.println("(run with --help for usage)");
+      if (e.argumentError) {
+        System.err.println("(run with --help for usage)");
+      }
       code = EXIT_FAILED;
     } catch (Throwable t) {
       System.err.println("DagRunner: unexpected error: " + t);
@@ -79,8 +81,15 @@ public final class DagRunner {
   static final class UsageException extends Exception {
     private static final long serialVersionUID = 1L;
 
+    final boolean argumentError;
+
     UsageException(String message) {
+      this(message, false);
+    }
+
+    UsageException(String message, boolean argumentError) {
       super(message);
+      this.argumentError = argumentError;
     }
   }
 
@@ -101,7 +110,7 @@ public final class DagRunner {
         enrichPlan = EnrichPlan.parse(args.fields);
       }
     } catch (IllegalArgumentException e) {
-      throw new UsageException(e.getMessage());
+      throw new UsageException(e.getMessage(), true);
     }
 
     TezConfiguration conf = args.tezConfDir == null ? localConf(args) : yarnConf(args);
@@ -149,6 +158,7 @@ public final class DagRunner {
           System.err.println(d);
         }
       }
+      removeFailedOutput(args, conf);
       return EXIT_FAILED;
     } finally {
       try {
@@ -227,6 +237,23 @@ public final class DagRunner {
       if (!inFs.exists(in)) {
         throw new UsageException("input " + inFs.makeQualified(in) + " does not exist");
       }
+    }
+  }
+
+  /**
+   * The output did not exist before the run (see {@link #checkPaths}); what an uncommitted run
+   * leaves there (an empty directory, perhaps temporary files) is removed so that a failed run
+   * leaves nothing behind. Never contains _SUCCESS: outputs are committed only on success.
+   */
+  private static void removeFailedOutput(RunnerArgs args, Configuration conf) {
+    try {
+      Path out = new Path(args.output);
+      FileSystem fs = out.getFileSystem(conf);
+      if (fs.exists(out)) {
+        fs.delete(out, true);
+      }
+    } catch (IOException e) {
+      System.err.println("DagRunner: warning: cannot remove output of the failed run: " + e);
     }
   }
 

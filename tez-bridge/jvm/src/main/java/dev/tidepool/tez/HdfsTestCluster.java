@@ -7,6 +7,8 @@ import org.apache.hadoop.fs.permission.FsPermission;
 import org.apache.hadoop.hdfs.DFSConfigKeys;
 import org.apache.hadoop.hdfs.HdfsConfiguration;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
+import org.apache.log4j.Level;
+import org.apache.log4j.LogManager;
 
 import java.io.File;
 import java.io.InputStream;
@@ -80,6 +82,8 @@ public final class HdfsTestCluster {
     while (in.read(buf) >= 0) {
       // Input is ignored; only end-of-file matters.
     }
+    // Stopping daemons interrupts their threads, which log alarming but expected messages.
+    LogManager.getRootLogger().setLevel(Level.OFF);
     cluster.shutdown();
     System.exit(0);
   }
