@@ -1,1 +1,27 @@
-//! Hub: the sync server (filled by the hub work).
+//! Tidepool's hub: a thin tokio/axum shell that moves WebSocket frames between clients and core's
+//! sans-IO [`Hub`](tidepool_core::sync::Hub) engine, over durable SQLite storage.
+//!
+//! Code map:
+//! * [`storage`]: the narrow [`storage::Backend`] trait (SQLite, memory, fault-injecting) and
+//!   [`storage::Storage`], which implements core's `HubStore` with a bounded document cache.
+//! * [`engine`]: group commit: a batch of frames from all connections, one commit, then delivery.
+//! * [`actor`]: the thread that owns the engine and the SQLite connection.
+//! * [`server`] and [`conn`]: axum routes, one task per WebSocket, limits, graceful shutdown.
+//! * [`auth`]: signed tokens (JWT, HS256) turned into core's `Grants`.
+//! * [`client`]: a native client over core's `ClientEngine`; [`load`] drives many of them.
+//! * [`json`]: the JSON mapping of record keys and values used by `dump`.
+//! * [`metrics`]: counters and a histogram rendered in Prometheus text format.
+//!
+//! Architecture invariant: only this crate knows about sockets, files, clocks and threads; the
+//! protocol decisions (what to send, what to store, who may read) all stay in core.
+
+pub mod actor;
+pub mod auth;
+pub mod client;
+pub mod conn;
+pub mod engine;
+pub mod json;
+pub mod load;
+pub mod metrics;
+pub mod server;
+pub mod storage;

@@ -13,6 +13,7 @@ import org.apache.log4j.LogManager;
 import java.io.File;
 import java.io.InputStream;
 import java.io.PrintStream;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * A single-datanode HDFS for tests: {@code HdfsTestCluster BASE_DIR}.
@@ -58,13 +59,23 @@ public final class HdfsTestCluster {
 
     MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf, base)
         .numDataNodes(1)
+        .storagesPerDatanode(1)
         .nameNodePort(0)
         .nameNodeHttpPort(0)
         .checkDataNodeAddrConfig(true)
         .checkDataNodeHostConfig(true)
         .format(true)
         .build();
-    Runtime.getRuntime().addShutdownHook(new Thread(cluster::shutdown, "hdfs-test-shutdown"));
+    AtomicBoolean stopped = new AtomicBoolean();
+    Runnable stop = () -> {
+      if (stopped.compareAndSet(false, true)) {
+        // Stopping daemons interrupts their threads, which log alarming but expected messages.
+        LogManager.getRootLogger().setLevel(Level.OFF);
+        cluster.shutdown();
+      }
+    };
+    // Also stop cleanly on SIGTERM / SIGINT.
+    Runtime.getRuntime().addShutdownHook(new Thread(stop, "hdfs-test-shutdown"));
     cluster.waitActive();
     cluster.waitClusterUp();
 
@@ -82,9 +93,7 @@ public final class HdfsTestCluster {
     while (in.read(buf) >= 0) {
       // Input is ignored; only end-of-file matters.
     }
-    // Stopping daemons interrupts their threads, which log alarming but expected messages.
-    LogManager.getRootLogger().setLevel(Level.OFF);
-    cluster.shutdown();
+    stop.run();
     System.exit(0);
   }
 }

@@ -1,0 +1,138 @@
+//! The hub engine against bad and unusual input: refused writes, corrupt changes, frames before
+//! hello, and a push whose dependencies the hub lacks (repaired by the sync protocol).
+
+use std::collections::BTreeMap;
+
+use automerge::ActorId;
+use tidepool_core::sync::{
+    Authorizer, ClientConfig, ClientEngine, ClientEvent, ConnId, Grants, Hub, MemoryClientDocs, MemoryHubStore,
+};
+use tidepool_core::wire::{self, DocData, ErrorCode, Limits, Message, Payload, PeerId};
+use tidepool_core::{Key, StoreRef, object};
+
+/// Grants reading everything and writing only `app/todos`.
+struct ReadAllWriteTodos;
+
+impl Authorizer for ReadAllWriteTodos {
+    fn authorize(&self, token: &str) -> Result<Grants, String> {
+        if token != "good" {
+            return Err("bad token".into());
+        }
+        Ok(Grants {
+            read: BTreeMap::from([("app".to_owned(), vec!["*".to_owned()])]),
+            write: BTreeMap::from([("app".to_owned(), vec!["todos".to_owned()])]),
+        })
+    }
+}
+
+fn hub() -> Hub<MemoryHubStore, ReadAllWriteTodos> {
+    Hub::new(MemoryHubStore::new([1; 16]), ReadAllWriteTodos)
+}
+
+fn first_error(hub: &mut Hub<MemoryHubStore, ReadAllWriteTodos>, conn: ConnId, frame: &[u8]) -> (Option<ErrorCode>, bool) {
+    let out = hub.receive(conn, frame).unwrap();
+    let code = out.sends.iter().find_map(|o| match wire::decode(&o.frame, &Limits::default()) {
+        Ok(Message::Error { code, .. }) => Some(code),
+        _ => None,
+    });
+    (code, out.close.contains(&conn))
+}
+
+fn hello(token: &str) -> Vec<u8> {
+    wire::encode(&Message::Hello { peer: PeerId([5; 16]), token: token.into(), agent: "test".into() })
+}
+
+fn push(store: &StoreRef, key: &str, chunks: Vec<Vec<u8>>) -> Vec<u8> {
+    let key = Key::from(key).encode().unwrap();
+    let doc = tidepool_core::DocId::from_encoded_key(store, &key);
+    wire::encode(&Message::Push { batch: 7, store: store.clone(), docs: vec![DocData { doc, key, payload: Payload::Changes(chunks) }] })
+}
+
+fn a_change(store: &StoreRef, key: &str) -> Vec<u8> {
+    let mut r = tidepool_core::Record::new(store, &Key::from(key), &ActorId::from([3u8; 16])).unwrap();
+    r.put(&object! { "x" => 1i64 }, 0).unwrap().unwrap().bytes
+}
+
+#[test]
+fn frames_before_hello_and_bad_tokens_are_refused() {
+    let mut hub = hub();
+    let c = hub.connect();
+    let todos = StoreRef::new("app", "todos");
+    assert_eq!(first_error(&mut hub, c, &push(&todos, "a", vec![])), (Some(ErrorCode::ProtocolViolation), true));
+    let c = hub.connect();
+    assert_eq!(first_error(&mut hub, c, &hello("forged")), (Some(ErrorCode::Unauthorized), true));
+    let c = hub.connect();
+    assert_eq!(first_error(&mut hub, c, b"garbage"), (Some(ErrorCode::Malformed), true));
+}
+
+#[test]
+fn writes_outside_the_grant_store_nothing() {
+    let mut hub = hub();
+    let c = hub.connect();
+    assert_eq!(first_error(&mut hub, c, &hello("good")), (None, false));
+    let notes = StoreRef::new("app", "notes");
+    let (code, closed) = first_error(&mut hub, c, &push(&notes, "a", vec![a_change(&notes, "a")]));
+    assert_eq!((code, closed), (Some(ErrorCode::Forbidden), false));
+    assert!(hub.store().values(&notes).is_empty());
+    // A database the token does not mention is refused the same way, existing or not.
+    let other = StoreRef::new("secret", "x");
+    let sub = wire::encode(&Message::Subscribe { subscriptions: vec![tidepool_core::wire::Subscription { store: other, since: None }] });
+    assert_eq!(first_error(&mut hub, c, &sub).0, Some(ErrorCode::Forbidden));
+}
+
+#[test]
+fn a_corrupt_change_refuses_the_whole_batch() {
+    let mut hub = hub();
+    let c = hub.connect();
+    hub.receive(c, &hello("good")).unwrap();
+    let todos = StoreRef::new("app", "todos");
+    let good = a_change(&todos, "a");
+    let mut bad = a_change(&todos, "a");
+    let n = bad.len();
+    bad[n - 2] ^= 0x55;
+    let (code, closed) = first_error(&mut hub, c, &push(&todos, "a", vec![good.clone(), bad]));
+    assert_eq!((code, closed), (Some(ErrorCode::CorruptData), false));
+    assert!(hub.store().values(&todos).is_empty(), "nothing from the bad frame is stored");
+    let out = hub.receive(c, &push(&todos, "a", vec![good])).unwrap();
+    assert!(out.durable);
+    assert_eq!(hub.store().values(&todos).len(), 1, "the connection keeps working");
+}
+
+#[test]
+fn push_with_missing_dependencies_is_repaired_by_sync() {
+    let store = StoreRef::new("app", "todos");
+    let mut docs = MemoryClientDocs::new(ActorId::from([8u8; 16]));
+    let record = docs.record_for(&store, &Key::from("t")).unwrap();
+    // The first change never reaches the outbox (say, it was refused once); the second depends on it.
+    record.put(&object! { "a" => 1i64 }, 0).unwrap().unwrap();
+    let second = record.put(&object! { "a" => 1i64, "b" => 2i64 }, 1).unwrap().unwrap();
+    let (doc, key) = (record.id(), record.encoded_key().to_vec());
+
+    let mut hub = hub();
+    let conn = hub.connect();
+    let mut client = ClientEngine::new(ClientConfig::new(PeerId([8; 16]), "good"));
+    client.subscribe(store.clone(), None);
+    client.enqueue(1, store.clone(), doc, key, second.bytes);
+    client.connected();
+    let mut acked = Vec::new();
+    for _ in 0..20 {
+        let out = client.take_output();
+        for e in out.events {
+            if let ClientEvent::Acked { ids } = e {
+                acked.extend(ids);
+            }
+        }
+        if out.frames.is_empty() {
+            break;
+        }
+        for f in out.frames {
+            for o in hub.receive(conn, &f).unwrap().sends {
+                client.receive(&o.frame, &mut docs).unwrap();
+            }
+        }
+    }
+    assert_eq!(acked, vec![1]);
+    assert!(client.is_idle());
+    assert_eq!(hub.store().values(&store), docs.values(&store));
+    assert_eq!(hub.store().values(&store).len(), 1);
+}

@@ -1,0 +1,185 @@
+//! Hub storage: a narrow [`Backend`] trait over tables, and [`Storage`], which turns any backend
+//! into core's `HubStore` with a bounded cache of loaded documents.
+//!
+//! The split follows what each layer must guarantee. A backend only has to store rows and make a
+//! transaction atomic and durable on `commit`; it never sees an Automerge document. `Storage` owns
+//! the document logic (load = snapshot + later log rows, snapshots on eviction and compaction) and
+//! is shared by every backend, so the crash tests exercise the same code the server runs.
+//!
+//! Data model, per store (a `(database, store)` pair):
+//! * a change log: one row per applied push, numbered by `seq` from 1 without gaps; rows at or
+//!   below the store's `horizon` were pruned by compaction;
+//! * a document table: one row per document that ever received a change, with its key, the seq
+//!   of its newest log row, and an optional snapshot (a saved document) covering all its log
+//!   rows up to `snap_seq`.
+//!
+//! A document's state is its snapshot (or the empty genesis) plus its log rows after `snap_seq`.
+//! Compaction snapshots a document before pruning any log row it still needs.
+
+mod faulty;
+mod lru;
+mod memory;
+mod sqlite;
+mod store;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+use tidepool_core::sync::LogEntry;
+use tidepool_core::wire::PeerId;
+use tidepool_core::{DocId, RecordError, StoreRef};
+
+pub use faulty::Faulty;
+pub use memory::MemoryBackend;
+pub use sqlite::{OpenMode, SqliteBackend};
+pub use store::{Storage, StorageOptions, StorageStats};
+
+/// Why storage failed. Any error aborts the current transaction: nothing from it is acknowledged.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("stored document {doc} does not load: {source}")]
+    Corrupt { doc: DocId, source: RecordError },
+    #[error("stored data is malformed: {0}")]
+    Malformed(String),
+    #[error("storage schema version {found} is not supported (this hub reads {expected})")]
+    Schema { found: i64, expected: i64 },
+    #[error("storage was opened read-only")]
+    ReadOnly,
+    #[error("write outside a transaction")]
+    NoTransaction,
+    #[error("injected fault: the backend stopped after {0} writes")]
+    Injected(u64),
+}
+
+/// A store's log bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMeta {
+    /// The newest log row's seq (0 for an empty log).
+    pub head: u64,
+    /// Log rows at or below this seq were pruned.
+    pub horizon: u64,
+}
+
+/// A document's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRow {
+    pub key: Vec<u8>,
+    /// The seq of the newest log row for this document.
+    pub last_seq: u64,
+    /// The snapshot covers this document's log rows up to this seq.
+    pub snap_seq: u64,
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// A log row as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    pub seq: u64,
+    pub doc: DocId,
+    pub key: Vec<u8>,
+    pub changes: Vec<Vec<u8>>,
+    pub origin: PeerId,
+    /// Wall-clock milliseconds when written; compaction prunes by age.
+    pub at_ms: i64,
+}
+
+impl LogRow {
+    pub fn entry(self) -> LogEntry {
+        LogEntry { seq: self.seq, doc: self.doc, key: self.key, changes: self.changes, origin: self.origin }
+    }
+}
+
+/// Tables with transactions. Writes happen only between [`Backend::begin`] and
+/// [`Backend::commit`] / [`Backend::rollback`]; `commit` returns once the transaction is durable.
+/// Reads see the open transaction's own writes.
+pub trait Backend: Send {
+    /// Names this storage's lifetime; fixed when the storage was created.
+    fn epoch(&self) -> [u8; 16];
+    fn begin(&mut self) -> Result<(), StorageError>;
+    fn commit(&mut self) -> Result<(), StorageError>;
+    fn rollback(&mut self) -> Result<(), StorageError>;
+
+    /// The store's log bounds, or `None` if no change was ever written to it.
+    fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError>;
+    /// Every store that has a log.
+    fn stores(&mut self) -> Result<Vec<StoreRef>, StorageError>;
+    fn doc(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<DocRow>, StorageError>;
+    /// The document's change chunks from log rows after `after`, oldest first.
+    fn doc_changes(&mut self, store: &StoreRef, doc: DocId, after: u64)
+    -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Documents in id order after `after`, at most `limit`, with their keys.
+    fn list_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError>;
+    /// Log rows after `after`, oldest first, at most `limit`.
+    fn log_since(&mut self, store: &StoreRef, after: u64, limit: usize) -> Result<Vec<LogRow>, StorageError>;
+
+    /// Writes a log row whose seq is the store's head + 1, moves the head, and creates or updates
+    /// the document's row (`last_seq`).
+    fn append(&mut self, store: &StoreRef, row: &LogRow) -> Result<(), StorageError>;
+    /// Stores a snapshot covering the document's log rows up to `seq`.
+    fn put_snapshot(&mut self, store: &StoreRef, doc: DocId, snapshot: &[u8], seq: u64)
+    -> Result<(), StorageError>;
+    /// Documents that have log rows at or below `upto` not covered by their snapshot.
+    fn stale_docs(
+        &mut self,
+        store: &StoreRef,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError>;
+    /// The newest seq written before `before_ms` (0 if none).
+    fn seq_before(&mut self, store: &StoreRef, before_ms: i64) -> Result<u64, StorageError>;
+    /// Deletes log rows at or below `upto` and moves the horizon there.
+    fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError>;
+}
+
+/// Log rows keep several change chunks in one blob: each as a 4-byte little-endian length and
+/// the bytes. Automerge chunks are self-delimiting too, but an explicit frame lets a corrupt blob
+/// be detected without parsing Automerge.
+pub(crate) fn encode_changes(changes: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(changes.iter().map(|c| c.len() + 4).sum());
+    for change in changes {
+        let len = u32::try_from(change.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(change);
+    }
+    out
+}
+
+pub(crate) fn decode_changes(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| StorageError::Malformed("truncated change length".into()))?;
+        let len = usize::try_from(u32::from_le_bytes(*len))
+            .map_err(|_| StorageError::Malformed("change length overflows".into()))?;
+        let (change, rest) = rest
+            .split_at_checked(len)
+            .ok_or_else(|| StorageError::Malformed("truncated change".into()))?;
+        out.push(change.to_vec());
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_blobs_round_trip_and_reject_truncation() {
+        let changes = vec![vec![1, 2, 3], vec![], vec![9; 300]];
+        let blob = encode_changes(&changes);
+        assert_eq!(decode_changes(&blob).ok(), Some(changes));
+        assert!(decode_changes(&blob[..blob.len() - 1]).is_err());
+        assert!(decode_changes(&[1, 0]).is_err());
+    }
+}
