@@ -109,6 +109,8 @@ pub struct MemoryHubStore {
     actor: ActorId,
     docs: HashMap<StoreRef, BTreeMap<DocId, Record>>,
     logs: HashMap<StoreRef, StoreLog>,
+    /// Saved snapshots, as a durable store keeps them; dropped whenever the log grows.
+    snapshots: HashMap<DocId, Vec<u8>>,
 }
 
 impl MemoryHubStore {
@@ -119,6 +121,7 @@ impl MemoryHubStore {
             actor: ActorId::from(&b"tidepool-hub\0\0\0\0"[..]),
             docs: HashMap::new(),
             logs: HashMap::new(),
+            snapshots: HashMap::new(),
         }
     }
 
@@ -173,10 +176,20 @@ impl HubStore for MemoryHubStore {
         changes: Vec<Vec<u8>>,
         origin: PeerId,
     ) -> Result<u64, Infallible> {
+        self.snapshots.remove(&doc);
         let log = self.logs.entry(store.clone()).or_default();
         log.head += 1;
         log.entries.push(LogEntry { seq: log.head, doc, key: key.to_vec(), changes, origin });
         Ok(log.head)
+    }
+
+    fn saved(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Vec<u8>, Infallible> {
+        if let Some(saved) = self.snapshots.get(&doc) {
+            return Ok(saved.clone());
+        }
+        let saved = self.record(store, doc, key)?.save();
+        self.snapshots.insert(doc, saved.clone());
+        Ok(saved)
     }
 
     fn head_seq(&mut self, store: &StoreRef) -> Result<u64, Infallible> {

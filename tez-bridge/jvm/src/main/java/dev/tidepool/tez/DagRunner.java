@@ -181,9 +181,14 @@ public final class DagRunner {
     conf.setInt(TezConfiguration.TEZ_AM_TASK_MAX_FAILED_ATTEMPTS, 1);
     conf.setInt(TezConfiguration.TEZ_AM_INLINE_TASK_EXECUTION_MAX_TASKS,
         Math.max(1, Math.min(4, Runtime.getRuntime().availableProcessors())));
+    // Scratch space of this run, deleted at exit. Local mode otherwise localizes task files into
+    // the current directory (tez.local.cache.root.folder defaults to "."), where concurrent runs
+    // would collide.
+    tempDir = Files.createTempDirectory("tidepool-tez-").toFile();
+    conf.set(TezConfiguration.TEZ_LOCAL_CACHE_ROOT_FOLDER, new File(tempDir, "cache").getPath());
+    new File(tempDir, "cache").mkdir();
     String staging = args.stagingDir;
     if (staging == null) {
-      tempDir = Files.createTempDirectory("tidepool-tez-").toFile();
       staging = new File(tempDir, "staging").toURI().toString();
     }
     conf.set(TezConfiguration.TEZ_AM_STAGING_DIR, staging);

@@ -1,0 +1,249 @@
+//! `tidepool-hub`: serve the sync endpoint, mint tokens, dump stored records.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tidepool_core::{Key, StoreRef};
+use tidepool_hub::auth::{self, Claims, HubAuth, JwtAuthorizer};
+use tidepool_hub::server::{self, ServerOptions};
+use tidepool_hub::storage::{OpenMode, SqliteBackend, Storage, StorageOptions};
+use tokio_util::sync::CancellationToken;
+
+const DB_FILE: &str = "hub.sqlite";
+const SECRET_FILE: &str = "secret";
+
+#[derive(Debug, Parser)]
+#[command(name = "tidepool-hub", version, about = "Tidepool's sync hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve WebSocket sync at /v1/sync, /healthz, /metrics and optional static files.
+    Serve(ServeArgs),
+    /// Print a signed token granting read and/or write access to stores of one database.
+    Token(TokenArgs),
+    /// Print a store's current records as JSON Lines: {"key": ..., "value": ...}.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on startup).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Data directory (created if missing): the SQLite file and, by default, the token secret.
+    #[arg(long)]
+    data: PathBuf,
+    /// Token signing secret; by default `<data>/secret`, created on first start.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Accept every connection with full access, without a token. Development only.
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Serve files from this directory at every other path.
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
+    /// Documents kept loaded in memory.
+    #[arg(long, default_value_t = 10_000)]
+    cache_docs: usize,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_frame: usize,
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most documents in one push or sync frame.
+    #[arg(long, default_value_t = 1000)]
+    max_docs_per_batch: usize,
+    /// Close connections silent for this long (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Keep change log rows this long; older cursors are repaired instead of replayed.
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+    log_retention: Duration,
+    /// How often compaction runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    compact_interval: Duration,
+    /// Bytes that may wait to be written to one connection before it counts as slow.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    max_queue_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// Who the token is for (people and jobs alike).
+    #[arg(long)]
+    sub: String,
+    /// The database the grants apply to ("*" for every database).
+    #[arg(long)]
+    db: String,
+    /// A store the token may read ("*" for all); repeatable.
+    #[arg(long = "read")]
+    read: Vec<String>,
+    /// A store the token may write ("*" for all); repeatable.
+    #[arg(long = "write")]
+    write: Vec<String>,
+    /// Validity, e.g. 1h, 30days.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+struct DumpArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    db: String,
+    #[arg(long)]
+    store: String,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+        Command::Dump(args) => dump(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    let auth = if args.insecure_dev {
+        if args.secret_file.is_some() {
+            bail!("--insecure-dev and --secret-file exclude each other");
+        }
+        tracing::warn!("--insecure-dev: every connection gets full access without a token");
+        HubAuth::InsecureDev
+    } else {
+        let (secret, path) = match &args.secret_file {
+            Some(path) => (auth::load_secret(path)?, path.clone()),
+            None => {
+                let path = args.data.join(SECRET_FILE);
+                let (secret, created) = auth::load_or_create_secret(&path)?;
+                if created {
+                    eprintln!("created a token secret at {}", path.display());
+                }
+                (secret, path)
+            }
+        };
+        eprintln!(
+            "mint a token with: tidepool-hub token --secret-file {} --sub NAME --db DB --read '*' --write '*'",
+            path.display()
+        );
+        HubAuth::Jwt(JwtAuthorizer::new(&secret))
+    };
+    let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
+        .with_context(|| format!("opening storage in {}", args.data.display()))?;
+    let storage = Storage::new(
+        backend,
+        StorageOptions { cache_docs: args.cache_docs, retention: args.log_retention, ..StorageOptions::default() },
+    );
+    let options = ServerOptions {
+        max_frame: args.max_frame,
+        max_connections: args.max_connections,
+        max_docs_per_batch: args.max_docs_per_batch,
+        idle_timeout: args.idle_timeout,
+        compact_interval: args.compact_interval,
+        max_queue_bytes: args.max_queue_bytes,
+        static_dir: args.static_dir,
+        ..ServerOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts bind port 0 and read the real address from this line.
+        println!("listening on {addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, data = %args.data.display(), "hub started");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        server::run(listener, storage, auth, options, shutdown).await?;
+        tracing::info!("hub stopped");
+        Ok(())
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn signals(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn token(args: TokenArgs) -> Result<()> {
+    if args.read.is_empty() && args.write.is_empty() {
+        bail!("grant at least one --read or --write store");
+    }
+    let secret = auth::load_secret(&args.secret_file)?;
+    let claims = Claims::new(&args.sub, &args.db, &args.read, &args.write, auth::now_secs(), args.ttl);
+    println!("{}", auth::mint(&secret, &claims)?);
+    Ok(())
+}
+
+fn dump(args: DumpArgs) -> Result<()> {
+    let path = args.data.join(DB_FILE);
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let backend = SqliteBackend::open(&path, OpenMode::ReadOnly)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut storage = Storage::new(backend, StorageOptions { read_only: true, cache_docs: 1, ..StorageOptions::default() });
+    let store = StoreRef::new(args.db, args.store);
+    write_dump(&mut storage, &store, &mut std::io::BufWriter::new(std::io::stdout().lock()))
+}
+
+fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
+    let mut after = None;
+    loop {
+        let page = storage.records(store, after, 1000)?;
+        let Some(last) = page.last().map(|r| r.id()) else { break };
+        for record in page {
+            let Some(value) = record.get_plain()? else { continue };
+            let key = Key::decode(record.encoded_key())?;
+            let line = serde_json::json!({
+                "key": tidepool_hub::json::key_to_json(&key),
+                "value": tidepool_hub::json::value_to_json(&value),
+            });
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        after = Some(last);
+    }
+    out.flush()?;
+    Ok(())
+}

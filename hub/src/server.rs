@@ -1,0 +1,236 @@
+//! The HTTP side: `/v1/sync` (WebSocket), `/healthz`, `/metrics` and optional static files, with
+//! a connection limit and graceful shutdown (stop accepting, drain, close cleanly, last commit).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use tidepool_core::sync::{Authorizer, HubConfig};
+use tidepool_core::wire::{ErrorCode, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+
+use crate::actor::{self, ActorOptions, Command};
+use crate::conn::{self, ConnContext, ConnLimits};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::storage::{Backend, Storage};
+
+/// Room above the frame limit at the WebSocket layer, so a frame slightly over the limit reaches
+/// core's decoder (which answers `TooLarge` precisely) while a huge one is cut off unread.
+const WS_SLACK: usize = 64 * 1024;
+
+/// Limits and tuning of a running hub. The defaults suit a small production hub.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub max_frame: usize,
+    pub max_connections: usize,
+    pub max_docs_per_batch: usize,
+    pub idle_timeout: Duration,
+    pub max_queue_bytes: usize,
+    pub max_inflight: usize,
+    pub max_batch: usize,
+    pub compact_interval: Duration,
+    pub compact_budget: usize,
+    /// How long shutdown waits for connections to drain.
+    pub drain_timeout: Duration,
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_frame: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            max_docs_per_batch: 1000,
+            idle_timeout: Duration::from_secs(60),
+            max_queue_bytes: 64 * 1024 * 1024,
+            max_inflight: 16,
+            max_batch: 512,
+            compact_interval: Duration::from_secs(60),
+            compact_budget: 1000,
+            drain_timeout: Duration::from_secs(10),
+            static_dir: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Core's hub configuration for these limits.
+    pub fn hub_config(&self) -> HubConfig {
+        let defaults = HubConfig::default();
+        HubConfig {
+            limits: Limits { max_frame: self.max_frame, max_docs: self.max_docs_per_batch.max(defaults.limits.max_docs) },
+            max_docs_per_batch: self.max_docs_per_batch,
+            // Catch-up pages must fit the clients' frame limit (core's default for clients).
+            page_bytes: defaults.page_bytes.min(self.max_frame / 2).max(1),
+            ..defaults
+        }
+    }
+}
+
+struct App {
+    actor: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    active: AtomicUsize,
+    storage_alive: Arc<AtomicBool>,
+}
+
+/// Counts a connection for the limit and the gauge while it lives.
+struct Active<'a>(&'a App);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+        self.0.metrics.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+impl App {
+    fn context(&self) -> ConnContext {
+        ConnContext {
+            actor: self.actor.clone(),
+            metrics: self.metrics.clone(),
+            limits: ConnLimits {
+                idle_timeout: self.options.idle_timeout,
+                max_queue_bytes: self.options.max_queue_bytes,
+                max_inflight: self.options.max_inflight,
+            },
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    async fn accept(&self, mut socket: WebSocket) {
+        let count = self.active.fetch_add(1, Relaxed) + 1;
+        self.metrics.connections.fetch_add(1, Relaxed);
+        let _active = Active(self);
+        if count > self.options.max_connections {
+            tracing::warn!(limit = self.options.max_connections, "connection refused: limit reached");
+            self.metrics.error(ErrorCode::Overloaded);
+            conn::refuse(&mut socket, ErrorCode::Overloaded).await;
+            return;
+        }
+        if self.shutdown.is_cancelled() {
+            conn::refuse(&mut socket, ErrorCode::ShuttingDown).await;
+            return;
+        }
+        self.metrics.connections_total.fetch_add(1, Relaxed);
+        conn::serve(socket, self.context()).await;
+    }
+}
+
+async fn sync(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    let limit = app.options.max_frame.saturating_add(WS_SLACK);
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| {
+        let tracker = app.tracker.clone();
+        tracker.track_future(async move { app.accept(socket).await })
+    })
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.storage_alive.load(Relaxed) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage stopped\n").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// Serves until `shutdown` is cancelled, then drains: connections are told `ShuttingDown`
+/// after the replies to everything they sent, storage commits and closes.
+pub async fn run<B, A>(
+    listener: TcpListener,
+    storage: Storage<B>,
+    auth: A,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    B: Backend + 'static,
+    A: Authorizer + Send + 'static,
+{
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::new(storage, auth, options.hub_config(), metrics.clone());
+    let (tx, rx) = mpsc::channel(4096);
+    let storage_alive = Arc::new(AtomicBool::new(true));
+    let actor_options = ActorOptions {
+        max_batch: options.max_batch,
+        max_queue_bytes: options.max_queue_bytes,
+        compact_budget: options.compact_budget,
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive = storage_alive.clone();
+    std::thread::Builder::new().name("tidepool-storage".into()).spawn(move || {
+        actor::run(engine, rx, actor_options);
+        alive.store(false, Relaxed);
+        let _ = done_tx.send(());
+    })?;
+
+    let ticker = tokio::spawn({
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        let every = options.compact_interval;
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {
+                        if tx.send(Command::Compact).await.is_err() { break }
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+    });
+
+    let app = Arc::new(App {
+        actor: tx.clone(),
+        metrics,
+        options: options.clone(),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        active: AtomicUsize::new(0),
+        storage_alive,
+    });
+    let mut router = Router::new()
+        .route("/v1/sync", get(sync))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(app.clone());
+    if let Some(dir) = &options.static_dir {
+        router = router.fallback_service(ServeDir::new(dir));
+    }
+    let listener = listener.tap_io(|tcp| {
+        // Sync frames are small and latency-bound; Nagle would hold them back.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+
+    tracing::info!("draining connections");
+    app.tracker.close();
+    if tokio::time::timeout(options.drain_timeout, app.tracker.wait()).await.is_err() {
+        tracing::warn!("connections did not drain in time; closing storage anyway");
+    }
+    ticker.abort();
+    let _ = tx.send(Command::Stop).await;
+    drop(tx);
+    drop(app);
+    let _ = done_rx.await;
+    Ok(())
+}

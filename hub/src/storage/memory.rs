@@ -1,0 +1,203 @@
+//! An in-memory backend for tests: the same tables in `BTreeMap`s, with an undo journal so a
+//! transaction can be rolled back and a crash (losing whatever was not committed) simulated.
+
+use std::collections::BTreeMap;
+
+use tidepool_core::{DocId, StoreRef};
+
+use super::{Backend, DocRow, LogRow, StorageError, StoreMeta};
+
+#[derive(Debug, Clone)]
+enum Undo {
+    Store(StoreRef, Option<StoreMeta>),
+    Doc(StoreRef, DocId, Option<DocRow>),
+    Log(StoreRef, u64, Option<LogRow>),
+}
+
+/// Tables in memory. Committed state is what survives [`MemoryBackend::crash`].
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    epoch: [u8; 16],
+    stores: BTreeMap<StoreRef, StoreMeta>,
+    docs: BTreeMap<StoreRef, BTreeMap<DocId, DocRow>>,
+    log: BTreeMap<StoreRef, BTreeMap<u64, LogRow>>,
+    /// Present while a transaction is open.
+    journal: Option<Vec<Undo>>,
+}
+
+impl MemoryBackend {
+    pub fn new(epoch: [u8; 16]) -> Self {
+        MemoryBackend {
+            epoch,
+            stores: BTreeMap::new(),
+            docs: BTreeMap::new(),
+            log: BTreeMap::new(),
+            journal: None,
+        }
+    }
+
+    /// What a restart after a crash would find: the open transaction is lost.
+    pub fn crash(mut self) -> Self {
+        self.undo_all();
+        self
+    }
+
+    fn undo_all(&mut self) {
+        for undo in self.journal.take().unwrap_or_default().into_iter().rev() {
+            match undo {
+                Undo::Store(store, Some(meta)) => {
+                    self.stores.insert(store, meta);
+                }
+                Undo::Store(store, None) => {
+                    self.stores.remove(&store);
+                }
+                Undo::Doc(store, doc, old) => {
+                    let docs = self.docs.entry(store).or_default();
+                    match old {
+                        Some(row) => docs.insert(doc, row),
+                        None => docs.remove(&doc),
+                    };
+                }
+                Undo::Log(store, seq, old) => {
+                    let log = self.log.entry(store).or_default();
+                    match old {
+                        Some(row) => log.insert(seq, row),
+                        None => log.remove(&seq),
+                    };
+                }
+            }
+        }
+    }
+
+    fn journal(&mut self) -> Result<&mut Vec<Undo>, StorageError> {
+        self.journal.as_mut().ok_or(StorageError::NoTransaction)
+    }
+
+    fn set_store(&mut self, store: &StoreRef, meta: StoreMeta) -> Result<(), StorageError> {
+        let old = self.stores.insert(store.clone(), meta);
+        self.journal()?.push(Undo::Store(store.clone(), old));
+        Ok(())
+    }
+
+    fn set_doc(&mut self, store: &StoreRef, doc: DocId, row: DocRow) -> Result<(), StorageError> {
+        let old = self.docs.entry(store.clone()).or_default().insert(doc, row);
+        self.journal()?.push(Undo::Doc(store.clone(), doc, old));
+        Ok(())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn epoch(&self) -> [u8; 16] {
+        self.epoch
+    }
+
+    fn begin(&mut self) -> Result<(), StorageError> {
+        if self.journal.is_some() {
+            return Err(StorageError::Malformed("a transaction is already open".into()));
+        }
+        self.journal = Some(Vec::new());
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StorageError> {
+        self.journal.take().map(|_| ()).ok_or(StorageError::NoTransaction)
+    }
+
+    fn rollback(&mut self) -> Result<(), StorageError> {
+        self.undo_all();
+        Ok(())
+    }
+
+    fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError> {
+        Ok(self.stores.get(store).copied())
+    }
+
+    fn stores(&mut self) -> Result<Vec<StoreRef>, StorageError> {
+        Ok(self.stores.keys().cloned().collect())
+    }
+
+    fn doc(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<DocRow>, StorageError> {
+        Ok(self.docs.get(store).and_then(|d| d.get(&doc)).cloned())
+    }
+
+    fn doc_changes(&mut self, store: &StoreRef, doc: DocId, after: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        let Some(log) = self.log.get(store) else { return Ok(vec![]) };
+        Ok(log
+            .range(after.saturating_add(1)..)
+            .filter(|(_, row)| row.doc == doc)
+            .flat_map(|(_, row)| row.changes.iter().cloned())
+            .collect())
+    }
+
+    fn list_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        let Some(docs) = self.docs.get(store) else { return Ok(vec![]) };
+        let iter: Box<dyn Iterator<Item = (&DocId, &DocRow)>> = match after {
+            Some(a) => Box::new(docs.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
+            None => Box::new(docs.iter()),
+        };
+        Ok(iter.take(limit).map(|(id, row)| (*id, row.key.clone())).collect())
+    }
+
+    fn log_since(&mut self, store: &StoreRef, after: u64, limit: usize) -> Result<Vec<LogRow>, StorageError> {
+        let Some(log) = self.log.get(store) else { return Ok(vec![]) };
+        Ok(log.range(after.saturating_add(1)..).take(limit).map(|(_, row)| row.clone()).collect())
+    }
+
+    fn append(&mut self, store: &StoreRef, row: &LogRow) -> Result<(), StorageError> {
+        self.journal()?;
+        let meta = self.stores.get(store).copied().unwrap_or_default();
+        if row.seq != meta.head + 1 {
+            return Err(StorageError::Malformed(format!("seq {} after head {}", row.seq, meta.head)));
+        }
+        self.set_store(store, StoreMeta { head: row.seq, ..meta })?;
+        let old = self.log.entry(store.clone()).or_default().insert(row.seq, row.clone());
+        self.journal()?.push(Undo::Log(store.clone(), row.seq, old));
+        let doc = match self.docs.get(store).and_then(|d| d.get(&row.doc)) {
+            Some(existing) => DocRow { last_seq: row.seq, ..existing.clone() },
+            None => DocRow { key: row.key.clone(), last_seq: row.seq, snap_seq: 0, snapshot: None },
+        };
+        self.set_doc(store, row.doc, doc)
+    }
+
+    fn put_snapshot(&mut self, store: &StoreRef, doc: DocId, snapshot: &[u8], seq: u64) -> Result<(), StorageError> {
+        self.journal()?;
+        let Some(existing) = self.docs.get(store).and_then(|d| d.get(&doc)).cloned() else { return Ok(()) };
+        self.set_doc(store, doc, DocRow { snap_seq: seq, snapshot: Some(snapshot.to_vec()), ..existing })
+    }
+
+    fn stale_docs(
+        &mut self,
+        store: &StoreRef,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        let Some(docs) = self.docs.get(store) else { return Ok(vec![]) };
+        Ok(docs
+            .iter()
+            .filter(|(_, row)| row.snap_seq < row.last_seq && row.snap_seq < upto)
+            .take(limit)
+            .map(|(id, row)| (*id, row.key.clone()))
+            .collect())
+    }
+
+    fn seq_before(&mut self, store: &StoreRef, before_ms: i64) -> Result<u64, StorageError> {
+        let Some(log) = self.log.get(store) else { return Ok(0) };
+        Ok(log.values().filter(|row| row.at_ms < before_ms).map(|row| row.seq).max().unwrap_or(0))
+    }
+
+    fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError> {
+        self.journal()?;
+        let seqs: Vec<u64> = self.log.get(store).map(|l| l.range(..=upto).map(|(s, _)| *s).collect()).unwrap_or_default();
+        for seq in seqs {
+            let old = self.log.get_mut(store).and_then(|l| l.remove(&seq));
+            self.journal()?.push(Undo::Log(store.clone(), seq, old));
+        }
+        let meta = self.stores.get(store).copied().unwrap_or_default();
+        self.set_store(store, StoreMeta { horizon: meta.horizon.max(upto), ..meta })
+    }
+}

@@ -1,0 +1,358 @@
+//! The SQLite backend: WAL mode with `synchronous = FULL`, so a commit returns only after the
+//! write-ahead log is fsync'd. That is the hub's "durable before acknowledged".
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::RngCore;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tidepool_core::wire::PeerId;
+use tidepool_core::{DocId, StoreRef};
+
+use super::{Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, encode_changes};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE stores (
+    id INTEGER PRIMARY KEY,
+    db TEXT NOT NULL,
+    name TEXT NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0,
+    horizon INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (db, name)
+);
+CREATE TABLE docs (
+    store INTEGER NOT NULL,
+    doc BLOB NOT NULL,
+    key BLOB NOT NULL,
+    last_seq INTEGER NOT NULL,
+    snap_seq INTEGER NOT NULL DEFAULT 0,
+    snapshot BLOB,
+    PRIMARY KEY (store, doc)
+);
+CREATE TABLE log (
+    store INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    doc BLOB NOT NULL,
+    key BLOB NOT NULL,
+    origin BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    changes BLOB NOT NULL,
+    PRIMARY KEY (store, seq)
+);
+CREATE INDEX log_by_doc ON log (store, doc, seq);
+CREATE INDEX log_by_time ON log (store, at);
+";
+
+/// How to open a data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file (with a fresh epoch) if it does not exist.
+    ReadWrite,
+    /// Read what a hub wrote, even while it runs (WAL readers do not block the writer).
+    ReadOnly,
+}
+
+/// Hub storage in one SQLite file.
+pub struct SqliteBackend {
+    conn: Connection,
+    epoch: [u8; 16],
+    /// Store ids by name; cleared on rollback since a rolled-back insert frees its id.
+    ids: HashMap<StoreRef, i64>,
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend").field("epoch", &hex::encode(self.epoch)).finish_non_exhaustive()
+    }
+}
+
+fn seq_u64(v: i64) -> Result<u64, StorageError> {
+    u64::try_from(v).map_err(|_| StorageError::Malformed(format!("negative sequence number {v}")))
+}
+
+fn seq_i64(v: u64) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError::Malformed(format!("sequence number {v} overflows")))
+}
+
+fn doc_id(bytes: Vec<u8>) -> Result<DocId, StorageError> {
+    let raw: [u8; 16] =
+        bytes.try_into().map_err(|_| StorageError::Malformed("document id is not 16 bytes".into()))?;
+    Ok(DocId(raw))
+}
+
+impl SqliteBackend {
+    /// Opens (or creates) the data file.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Self, StorageError> {
+        let flags = match mode {
+            OpenMode::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A bounded page cache: the document cache above is where memory is meant to go.
+        conn.pragma_update(None, "cache_size", -8192)?;
+        if mode == OpenMode::ReadWrite {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: fsync the WAL on every commit. NORMAL would lose the last commits on power
+            // loss, and those were acknowledged.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 && mode == OpenMode::ReadWrite {
+            Self::create_schema(&conn)?;
+        } else if version != SCHEMA_VERSION {
+            return Err(StorageError::Schema { found: version, expected: SCHEMA_VERSION });
+        }
+        let epoch: Vec<u8> =
+            conn.query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |r| r.get(0))?;
+        let epoch: [u8; 16] =
+            epoch.try_into().map_err(|_| StorageError::Malformed("epoch is not 16 bytes".into()))?;
+        Ok(SqliteBackend { conn, epoch, ids: HashMap::new() })
+    }
+
+    fn create_schema(conn: &Connection) -> Result<(), StorageError> {
+        let mut epoch = [0u8; 16];
+        rand::rng().fill_bytes(&mut epoch);
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute("INSERT INTO meta (name, value) VALUES ('epoch', ?1)", params![epoch.to_vec()])?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs a WAL checkpoint so the main file holds everything (clean shutdown).
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn store_id(&mut self, store: &StoreRef) -> Result<Option<i64>, StorageError> {
+        if let Some(id) = self.ids.get(store) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM stores WHERE db = ?1 AND name = ?2")?
+            .query_row(params![store.db, store.store], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            self.ids.insert(store.clone(), id);
+        }
+        Ok(id)
+    }
+
+    fn create_store(&mut self, store: &StoreRef) -> Result<i64, StorageError> {
+        if let Some(id) = self.store_id(store)? {
+            return Ok(id);
+        }
+        self.conn
+            .prepare_cached("INSERT INTO stores (db, name) VALUES (?1, ?2)")?
+            .execute(params![store.db, store.store])?;
+        let id = self.conn.last_insert_rowid();
+        self.ids.insert(store.clone(), id);
+        Ok(id)
+    }
+
+    fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn epoch(&self) -> [u8; 16] {
+        self.epoch
+    }
+
+    fn begin(&mut self) -> Result<(), StorageError> {
+        // IMMEDIATE takes the write lock now, so a concurrent reader (dump) cannot make the
+        // commit fail half way with SQLITE_BUSY.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StorageError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<(), StorageError> {
+        self.ids.clear();
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT head, horizon FROM stores WHERE db = ?1 AND name = ?2")?
+            .query_row(params![store.db, store.store], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(head, horizon)| Ok(StoreMeta { head: seq_u64(head)?, horizon: seq_u64(horizon)? }))
+            .transpose()
+    }
+
+    fn stores(&mut self) -> Result<Vec<StoreRef>, StorageError> {
+        let mut stmt = self.conn.prepare_cached("SELECT db, name FROM stores ORDER BY db, name")?;
+        let rows = stmt.query_map([], |r| Ok(StoreRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn doc(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<DocRow>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(None) };
+        let row: Option<(Vec<u8>, i64, i64, Option<Vec<u8>>)> = self
+            .conn
+            .prepare_cached("SELECT key, last_seq, snap_seq, snapshot FROM docs WHERE store = ?1 AND doc = ?2")?
+            .query_row(params![id, doc.0.to_vec()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        row.map(|(key, last, snap, snapshot)| {
+            Ok(DocRow { key, last_seq: seq_u64(last)?, snap_seq: seq_u64(snap)?, snapshot })
+        })
+        .transpose()
+    }
+
+    fn doc_changes(&mut self, store: &StoreRef, doc: DocId, after: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT changes FROM log WHERE store = ?1 AND doc = ?2 AND seq > ?3 ORDER BY seq")?;
+        let mut rows = stmt.query(params![id, doc.0.to_vec(), seq_i64(after)?])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let blob: Vec<u8> = row.get(0)?;
+            out.extend(decode_changes(&blob)?);
+        }
+        Ok(out)
+    }
+
+    fn list_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        // An empty blob sorts before every 16-byte id, so "after nothing" needs no second query.
+        let after = after.map(|d| d.0.to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc, key FROM docs WHERE store = ?1 AND doc > ?2 ORDER BY doc LIMIT ?3")?;
+        let mut rows = stmt.query(params![id, after, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((doc_id(row.get(0)?)?, row.get(1)?));
+        }
+        Ok(out)
+    }
+
+    fn log_since(&mut self, store: &StoreRef, after: u64, limit: usize) -> Result<Vec<LogRow>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc, key, origin, at, changes FROM log WHERE store = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id, seq_i64(after)?, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let (seq, doc, key, origin, at_ms, changes) = Self::read_row(row)?;
+            let origin: [u8; 16] =
+                origin.try_into().map_err(|_| StorageError::Malformed("origin is not 16 bytes".into()))?;
+            out.push(LogRow {
+                seq: seq_u64(seq)?,
+                doc: doc_id(doc)?,
+                key,
+                changes: decode_changes(&changes)?,
+                origin: PeerId(origin),
+                at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    fn append(&mut self, store: &StoreRef, row: &LogRow) -> Result<(), StorageError> {
+        if self.conn.is_autocommit() {
+            return Err(StorageError::NoTransaction);
+        }
+        let id = self.create_store(store)?;
+        let seq = seq_i64(row.seq)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                id,
+                seq,
+                row.doc.0.to_vec(),
+                row.key,
+                row.origin.0.to_vec(),
+                row.at_ms,
+                encode_changes(&row.changes)
+            ])?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO docs (store, doc, key, last_seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (store, doc) DO UPDATE SET last_seq = excluded.last_seq",
+            )?
+            .execute(params![id, row.doc.0.to_vec(), row.key, seq])?;
+        self.conn.prepare_cached("UPDATE stores SET head = ?2 WHERE id = ?1")?.execute(params![id, seq])?;
+        Ok(())
+    }
+
+    fn put_snapshot(&mut self, store: &StoreRef, doc: DocId, snapshot: &[u8], seq: u64) -> Result<(), StorageError> {
+        if self.conn.is_autocommit() {
+            return Err(StorageError::NoTransaction);
+        }
+        let Some(id) = self.store_id(store)? else { return Ok(()) };
+        self.conn
+            .prepare_cached("UPDATE docs SET snapshot = ?3, snap_seq = ?4 WHERE store = ?1 AND doc = ?2")?
+            .execute(params![id, doc.0.to_vec(), snapshot, seq_i64(seq)?])?;
+        Ok(())
+    }
+
+    fn stale_docs(
+        &mut self,
+        store: &StoreRef,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc, key FROM docs WHERE store = ?1 AND snap_seq < last_seq AND snap_seq < ?2 LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id, seq_i64(upto)?, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((doc_id(row.get(0)?)?, row.get(1)?));
+        }
+        Ok(out)
+    }
+
+    fn seq_before(&mut self, store: &StoreRef, before_ms: i64) -> Result<u64, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(0) };
+        let seq: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(seq) FROM log WHERE store = ?1 AND at < ?2")?
+            .query_row(params![id, before_ms], |r| r.get(0))?;
+        seq_u64(seq.unwrap_or(0))
+    }
+
+    fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError> {
+        if self.conn.is_autocommit() {
+            return Err(StorageError::NoTransaction);
+        }
+        let Some(id) = self.store_id(store)? else { return Ok(()) };
+        let upto = seq_i64(upto)?;
+        self.conn.prepare_cached("DELETE FROM log WHERE store = ?1 AND seq <= ?2")?.execute(params![id, upto])?;
+        self.conn
+            .prepare_cached("UPDATE stores SET horizon = MAX(horizon, ?2) WHERE id = ?1")?
+            .execute(params![id, upto])?;
+        Ok(())
+    }
+}

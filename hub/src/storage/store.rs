@@ -1,0 +1,443 @@
+//! [`Storage`]: core's `HubStore` over any [`Backend`], with a bounded cache of loaded documents,
+//! lazy transactions, snapshots and log compaction.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tidepool_core::automerge::{ActorId, ChangeHash};
+use tidepool_core::sync::{HubStore, LogEntry};
+use tidepool_core::wire::{Payload, PeerId};
+use tidepool_core::{DocId, Record, StoreRef};
+
+use super::lru::Lru;
+use super::{Backend, LogRow, StorageError, StoreMeta};
+
+/// How a [`Storage`] behaves.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Most documents kept loaded. Memory is bounded by this, not by what is stored.
+    pub cache_docs: usize,
+    /// A loaded document that gathered this many log rows since its snapshot is snapshotted
+    /// right away, so a later load never replays a long log.
+    pub snapshot_every: u64,
+    /// Log rows older than this are pruned by compaction (after their documents are
+    /// snapshotted). Clients whose cursor is older are repaired instead of replayed.
+    pub retention: Duration,
+    /// Never write (for `dump` next to a running hub).
+    pub read_only: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            cache_docs: 10_000,
+            snapshot_every: 64,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            read_only: false,
+        }
+    }
+}
+
+/// Counters for metrics and tests; cumulative since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub loads: u64,
+    pub evictions: u64,
+    pub snapshots: u64,
+    pub entries_appended: u64,
+    pub changes_appended: u64,
+    pub commits: u64,
+    pub pruned_to: u64,
+    pub cached_docs: u64,
+}
+
+struct Cached {
+    record: Record,
+    /// The seq of this document's newest log row.
+    last_seq: u64,
+    /// Log rows not covered by the stored snapshot.
+    unsnapped: u64,
+    /// Heads as of the last load or append. A record whose heads moved without an append holds
+    /// changes that are not in the log (a frame failed half way) and must not be kept.
+    persisted: Vec<ChangeHash>,
+}
+
+type Slot = (StoreRef, DocId);
+
+/// Documents and logs over a [`Backend`]; implements core's `HubStore`.
+///
+/// Transactions are lazy: the first write of a batch begins one and [`Storage::commit`] ends it,
+/// so a batch that only reads costs no fsync. After any error the caller must call
+/// [`Storage::abort`], which rolls back and forgets every loaded document (they may hold the
+/// aborted changes) so the next access reloads the committed state.
+pub struct Storage<B> {
+    backend: B,
+    options: StorageOptions,
+    actor: ActorId,
+    cache: Lru<Slot, Cached>,
+    /// Log bounds of stores that exist; a store that does not is looked up again each time, so
+    /// clients naming random stores cannot grow this map.
+    metas: HashMap<StoreRef, StoreMeta>,
+    touched: HashSet<Slot>,
+    in_tx: bool,
+    stats: StorageStats,
+    clock: Box<dyn Fn() -> i64 + Send>,
+}
+
+impl<B> std::fmt::Debug for Storage<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("options", &self.options)
+            .field("cached", &self.cache.len())
+            .field("in_tx", &self.in_tx)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl<B: Backend> Storage<B> {
+    pub fn new(backend: B, options: StorageOptions) -> Self {
+        Storage {
+            backend,
+            cache: Lru::new(options.cache_docs),
+            options,
+            // The hub never edits documents, so this actor never appears in a change.
+            actor: ActorId::from(&b"tidepool-hub\0\0\0\0"[..]),
+            metas: HashMap::new(),
+            touched: HashSet::new(),
+            in_tx: false,
+            stats: StorageStats::default(),
+            clock: Box::new(wall_clock_ms),
+        }
+    }
+
+    /// Replaces the wall clock used to date log rows (tests of retention).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Gives the backend back; an open transaction is rolled back first.
+    pub fn into_backend(mut self) -> B {
+        self.abort();
+        self.backend
+    }
+
+    pub fn options(&self) -> &StorageOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        StorageStats { cached_docs: self.cache.len() as u64, ..self.stats }
+    }
+
+    /// Whether writes wait for [`Storage::commit`].
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx
+    }
+
+    fn ensure_tx(&mut self) -> Result<(), StorageError> {
+        if self.options.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        if !self.in_tx {
+            self.backend.begin()?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Makes every write since the last commit durable. Returns whether there was anything to
+    /// commit. On error, call [`Storage::abort`].
+    pub fn commit(&mut self) -> Result<bool, StorageError> {
+        if !self.in_tx {
+            return Ok(false);
+        }
+        self.backend.commit()?;
+        self.in_tx = false;
+        self.stats.commits += 1;
+        Ok(true)
+    }
+
+    /// Discards every write since the last commit, and every loaded document with it.
+    pub fn abort(&mut self) {
+        if self.in_tx {
+            if let Err(e) = self.backend.rollback() {
+                tracing::warn!(error = %e, "rollback failed; the backend discards the transaction when closed");
+            }
+        }
+        self.in_tx = false;
+        self.cache.clear();
+        self.metas.clear();
+        self.touched.clear();
+    }
+
+    /// Forgets documents changed by the last frame without a matching log row (a frame refused
+    /// half way through): their next access reloads what is stored. Call after each frame.
+    pub fn settle(&mut self) {
+        for slot in std::mem::take(&mut self.touched) {
+            if let Some(c) = self.cache.peek_mut(&slot) {
+                if c.record.heads() != c.persisted {
+                    self.cache.remove(&slot);
+                }
+            }
+        }
+    }
+
+    fn meta(&mut self, store: &StoreRef) -> Result<StoreMeta, StorageError> {
+        if let Some(meta) = self.metas.get(store) {
+            return Ok(*meta);
+        }
+        match self.backend.store_meta(store)? {
+            Some(meta) => {
+                self.metas.insert(store.clone(), meta);
+                Ok(meta)
+            }
+            None => Ok(StoreMeta::default()),
+        }
+    }
+
+    fn load(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Cached, StorageError> {
+        self.stats.loads += 1;
+        let Some(row) = self.backend.doc(store, doc)? else {
+            let mut record = Record::with_encoded_key(store, key.to_vec(), &self.actor);
+            let persisted = record.heads();
+            return Ok(Cached { record, last_seq: 0, unsnapped: 0, persisted });
+        };
+        let corrupt = |source| StorageError::Corrupt { doc, source };
+        let mut record = match row.snapshot {
+            Some(bytes) => Record::load(store, row.key, &Payload::Document(bytes), &self.actor).map_err(corrupt)?,
+            None => Record::with_encoded_key(store, row.key, &self.actor),
+        };
+        let changes = self.backend.doc_changes(store, doc, row.snap_seq)?;
+        let unsnapped = changes.len() as u64;
+        if !changes.is_empty() {
+            record.apply(&Payload::Changes(changes)).map_err(corrupt)?;
+        }
+        let persisted = record.heads();
+        Ok(Cached { record, last_seq: row.last_seq, unsnapped, persisted })
+    }
+
+    /// Leaves the cache: documents with log rows past their snapshot are snapshotted on the way
+    /// out, which is what keeps loads cheap without a snapshot per write.
+    fn retire(&mut self, slot: Slot, mut cached: Cached) -> Result<(), StorageError> {
+        self.stats.evictions += 1;
+        let consistent = cached.record.heads() == cached.persisted;
+        if cached.unsnapped > 0 && consistent && !self.options.read_only {
+            self.write_snapshot(&slot.0, slot.1, &mut cached)?;
+        }
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self, store: &StoreRef, doc: DocId, cached: &mut Cached) -> Result<(), StorageError> {
+        self.ensure_tx()?;
+        let bytes = cached.record.save();
+        self.backend.put_snapshot(store, doc, &bytes, cached.last_seq)?;
+        cached.unsnapped = 0;
+        self.stats.snapshots += 1;
+        Ok(())
+    }
+
+    fn cached(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<&mut Cached, StorageError> {
+        let slot = (store.clone(), doc);
+        if !self.cache.contains(&slot) {
+            let loaded = self.load(store, doc, key)?;
+            for (old, cached) in self.cache.insert(slot.clone(), loaded) {
+                self.retire(old, cached)?;
+            }
+        }
+        self.touched.insert(slot.clone());
+        self.cache
+            .get_mut(&slot)
+            .ok_or_else(|| StorageError::Malformed("a document left the cache as it was loaded".into()))
+    }
+
+    /// One step of compaction: snapshots up to `budget` documents whose log rows are past the
+    /// retention, and prunes a store's log once none of its documents needs those rows. Returns
+    /// whether work remains. The caller commits (or aborts on error).
+    pub fn compact(&mut self, now_ms: i64, mut budget: usize) -> Result<bool, StorageError> {
+        if self.options.read_only {
+            return Ok(false);
+        }
+        let retention = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(retention);
+        let mut more = false;
+        for store in self.backend.stores()? {
+            let meta = self.meta(&store)?;
+            let target = self.backend.seq_before(&store, cutoff)?;
+            if target <= meta.horizon {
+                continue;
+            }
+            if budget == 0 {
+                more = true;
+                break;
+            }
+            let stale = self.backend.stale_docs(&store, target, budget)?;
+            let full = stale.len() >= budget;
+            budget -= stale.len();
+            for (doc, key) in stale {
+                self.snapshot_doc(&store, doc, &key)?;
+            }
+            if full {
+                more = true;
+                continue;
+            }
+            self.ensure_tx()?;
+            self.backend.prune(&store, target)?;
+            self.metas.insert(store.clone(), StoreMeta { horizon: target, ..meta });
+            self.stats.pruned_to = self.stats.pruned_to.max(target);
+        }
+        Ok(more)
+    }
+
+    fn snapshot_doc(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<(), StorageError> {
+        let slot = (store.clone(), doc);
+        if let Some(mut cached) = self.cache.remove(&slot) {
+            let result = self.write_snapshot(store, doc, &mut cached);
+            self.cache.insert(slot, cached);
+            return result;
+        }
+        // Loaded outside the cache: compaction must not push out the documents clients use.
+        let mut cached = self.load(store, doc, key)?;
+        self.write_snapshot(store, doc, &mut cached)
+    }
+
+    /// A page of a store's records in document id order, loaded outside the cache (for `dump`).
+    pub fn records(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let ids = self.backend.list_docs(store, after, limit)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (doc, key) in ids {
+            out.push(self.load(store, doc, &key)?.record);
+        }
+        Ok(out)
+    }
+
+    /// Every store with a log.
+    pub fn stores(&mut self) -> Result<Vec<StoreRef>, StorageError> {
+        self.backend.stores()
+    }
+
+    /// Snapshots every loaded document that has log rows past its snapshot (before a clean
+    /// shutdown, so the next start loads quickly).
+    pub fn snapshot_cached(&mut self) -> Result<(), StorageError> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        let dirty: Vec<Slot> = self
+            .cache
+            .iter_mut()
+            .filter(|(_, c)| c.unsnapped > 0 && c.record.heads() == c.persisted)
+            .map(|(slot, _)| slot.clone())
+            .collect();
+        for (store, doc) in dirty {
+            if let Some(mut cached) = self.cache.remove(&(store.clone(), doc)) {
+                let result = self.write_snapshot(&store, doc, &mut cached);
+                self.cache.insert((store, doc), cached);
+                result?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> HubStore for Storage<B> {
+    type Error = StorageError;
+
+    fn epoch(&self) -> [u8; 16] {
+        self.backend.epoch()
+    }
+
+    fn record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<&mut Record, StorageError> {
+        Ok(&mut self.cached(store, doc, key)?.record)
+    }
+
+    fn append(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        changes: Vec<Vec<u8>>,
+        origin: PeerId,
+    ) -> Result<u64, StorageError> {
+        self.ensure_tx()?;
+        let meta = self.meta(store)?;
+        let seq = meta.head + 1;
+        let count = changes.len() as u64;
+        let row = LogRow { seq, doc, key: key.to_vec(), changes, origin, at_ms: (self.clock)() };
+        self.backend.append(store, &row)?;
+        self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
+        self.stats.entries_appended += 1;
+        self.stats.changes_appended += count;
+        let slot = (store.clone(), doc);
+        let snapshot_every = self.options.snapshot_every.max(1);
+        if let Some(mut cached) = self.cache.remove(&slot) {
+            cached.last_seq = seq;
+            cached.unsnapped += 1;
+            cached.persisted = cached.record.heads();
+            let result =
+                if cached.unsnapped >= snapshot_every { self.write_snapshot(store, doc, &mut cached) } else { Ok(()) };
+            self.cache.insert(slot, cached);
+            result?;
+        }
+        Ok(seq)
+    }
+
+    fn head_seq(&mut self, store: &StoreRef) -> Result<u64, StorageError> {
+        Ok(self.meta(store)?.head)
+    }
+
+    fn log_since(
+        &mut self,
+        store: &StoreRef,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<LogEntry>>, StorageError> {
+        if after < self.meta(store)?.horizon {
+            return Ok(None);
+        }
+        let rows = self.backend.log_since(store, after, limit)?;
+        Ok(Some(rows.into_iter().map(LogRow::entry).collect()))
+    }
+
+    fn docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        self.backend.list_docs(store, after, limit)
+    }
+
+    /// A loaded document is saved afresh; otherwise a snapshot that covers every log row is
+    /// returned as stored, so a full download does not churn the cache.
+    fn saved(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let slot = (store.clone(), doc);
+        if let Some(cached) = self.cache.peek_mut(&slot) {
+            return Ok(cached.record.save());
+        }
+        if let Some(row) = self.backend.doc(store, doc)? {
+            if let (Some(snapshot), true) = (row.snapshot, row.snap_seq >= row.last_seq) {
+                return Ok(snapshot);
+            }
+        }
+        Ok(self.record(store, doc, key)?.save())
+    }
+}
