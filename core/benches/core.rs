@@ -177,10 +177,16 @@ fn raw_shipping(raws: &mut [AutoCommit]) {
 }
 
 fn cpu<F: FnMut()>(runs: usize, mut f: F) -> f64 {
+    cpu_with_input(runs, || (), |()| f())
+}
+
+/// Median thread CPU time of `f`, with `setup` (not timed) preparing each run's input.
+fn cpu_with_input<I, S: FnMut() -> I, F: FnMut(I)>(runs: usize, mut setup: S, mut f: F) -> f64 {
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
+            let input = setup();
             let t = ThreadTime::now();
-            f();
+            f(input);
             t.elapsed().as_secs_f64()
         })
         .collect();
@@ -201,11 +207,10 @@ fn summary() {
 
     let (hub, raws) = populated();
     let mut trips = 0;
-    let engine = cpu(3, || trips = engine_initial_sync(hub.clone()));
+    let engine = cpu_with_input(3, || hub.clone(), |h| trips = engine_initial_sync(h));
     let mut per_doc_trips = 0;
     let per_doc = cpu(3, || per_doc_trips = per_doc_sync(&raws));
-    let mut raws_mut = raws.clone();
-    let shipping = cpu(3, || raw_shipping(&mut raws_mut));
+    let shipping = cpu_with_input(3, || raws.clone(), |mut r| raw_shipping(&mut r));
     println!(
         "summary initial sync of {RECORDS} records: engine {engine:.3}s CPU in {trips} round trips; \
          per-document sync protocol {per_doc:.3}s in {per_doc_trips} round trips; raw change shipping {shipping:.3}s; \
@@ -240,6 +245,9 @@ criterion_group!(core_benches, benches);
 
 fn main() {
     summary();
+    if std::env::var_os("TIDEPOOL_BENCH_SUMMARY_ONLY").is_some() {
+        return;
+    }
     core_benches();
     Criterion::default().configure_from_args().final_summary();
 }
