@@ -160,20 +160,21 @@ fn reconcile_list<T: Transactable>(
                 }
             }
             DiffOp::Insert { new_index, new_len, .. } => {
-                for i in new_index..new_index + new_len {
-                    insert_new(doc, list, i, &new[i])?;
+                for (i, value) in new.iter().enumerate().skip(new_index).take(new_len) {
+                    insert_new(doc, list, i, value)?;
                 }
             }
             DiffOp::Replace { old_len, new_index, new_len, .. } => {
                 let shared = old_len.min(new_len);
-                for i in new_index..new_index + shared {
-                    reconcile_prop(doc, list, Prop::Seq(i), &new[i])?;
+                for (i, value) in new.iter().enumerate().skip(new_index).take(shared) {
+                    reconcile_prop(doc, list, Prop::Seq(i), value)?;
                 }
                 for _ in shared..old_len {
                     doc.delete(list, new_index + shared)?;
                 }
-                for i in new_index + shared..new_index + new_len {
-                    insert_new(doc, list, i, &new[i])?;
+                let rest = new.iter().enumerate().skip(new_index + shared).take(new_len - shared);
+                for (i, value) in rest {
+                    insert_new(doc, list, i, value)?;
                 }
             }
         }

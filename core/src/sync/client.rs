@@ -15,6 +15,12 @@ use crate::wire::{
 /// The shell's id for an outbox entry (e.g. an IndexedDB auto-increment key).
 pub type OutboxId = u64;
 
+impl From<RecordError> for ClientError {
+    fn from(e: RecordError) -> Self {
+        ClientError::Record(Box::new(e))
+    }
+}
+
 /// How a client engine behaves.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -89,7 +95,7 @@ pub enum ClientError {
     #[error("the hub sent a sync message that does not decode: {0}")]
     SyncMessage(String),
     #[error("record: {0}")]
-    Record(#[from] RecordError),
+    Record(Box<RecordError>),
 }
 
 #[derive(Debug)]
@@ -449,7 +455,7 @@ impl ClientEngine {
                     .doc_mut()
                     .sync()
                     .receive_sync_message(&mut state, message)
-                    .map_err(|e| ClientError::Record(RecordError::Corrupt(e)))?;
+                    .map_err(|e| ClientError::from(RecordError::Corrupt(e)))?;
                 if record.heads() != before {
                     self.output.events.push(ClientEvent::RemoteChanged {
                         store: store.clone(),
@@ -497,13 +503,12 @@ impl ClientEngine {
     fn finish_repair_if_done(&mut self, store: &StoreRef) {
         let busy = self.sessions.values().any(|(s, _)| s == store);
         let Some(sub) = self.subs.get_mut(store) else { return };
-        if let Phase::Repairing { cursor, heads_complete: true } = sub.phase {
-            if !busy {
-                sub.cursor = Some(cursor);
-                sub.phase = Phase::Live;
-                self.event(ClientEvent::Cursor { store: store.clone(), cursor });
-                self.event(ClientEvent::Synced { store: store.clone() });
-            }
+        if let (Phase::Repairing { cursor, heads_complete: true }, false) = (&sub.phase, busy) {
+            let cursor = *cursor;
+            sub.cursor = Some(cursor);
+            sub.phase = Phase::Live;
+            self.event(ClientEvent::Cursor { store: store.clone(), cursor });
+            self.event(ClientEvent::Synced { store: store.clone() });
         }
     }
 

@@ -209,7 +209,8 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         match message {
             Message::Hello { peer, token, .. } => {
                 if authenticated {
-                    return Ok(violation(out, conn, "hello sent twice"));
+                    violation(out, conn, "hello sent twice");
+                    return Ok(());
                 }
                 match self.auth.authorize(&token) {
                     Ok(grants) => {
@@ -494,7 +495,7 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
     }
 
     fn take_sync_state(&mut self, conn: ConnId, doc: DocId) -> sync::State {
-        self.conns.get_mut(&conn).and_then(|c| c.sync.remove(&doc)).unwrap_or_else(sync::State::new)
+        self.conns.get_mut(&conn).and_then(|c| c.sync.remove(&doc)).unwrap_or_default()
     }
 
     fn put_sync_state(&mut self, conn: ConnId, doc: DocId, state: sync::State) {
