@@ -256,6 +256,40 @@ impl Client {
         Ok(st.docs.get(store, &doc).map(Record::get_plain).transpose()?.flatten())
     }
 
+    /// Copies of every record of a store, deleted ones included (for snapshots).
+    pub fn records(&self, store: &StoreRef) -> Vec<Record> {
+        let st = self.shared.lock();
+        st.docs.stores.get(store).map(|docs| docs.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Sends a change made elsewhere (e.g. a deterministic write-back): applies it to the local
+    /// copy and queues it for the hub. Returns `None` if the copy already had it.
+    pub fn push_change(
+        &self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        change: &[u8],
+    ) -> Result<Option<OutboxId>, ClientError> {
+        self.edit_raw(store, doc, key, change)
+    }
+
+    fn edit_raw(&self, store: &StoreRef, doc: DocId, key: &[u8], change: &[u8]) -> Result<Option<OutboxId>, ClientError> {
+        let mut st = self.shared.lock();
+        let record = st.docs.record(store, doc, key)?;
+        if !record.apply(&Payload::Changes(vec![change.to_vec()]))? {
+            return Ok(None);
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.pending.insert(id);
+        st.engine.enqueue(id, store.clone(), doc, key.to_vec(), change.to_vec());
+        drop(st);
+        self.shared.kick.notify_one();
+        self.shared.bump();
+        Ok(Some(id))
+    }
+
     /// Every existing record of a store as (encoded key, plain value), in key order.
     pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
         let st = self.shared.lock();

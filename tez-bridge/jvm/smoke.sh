@@ -130,67 +130,79 @@ printf '{"key": 1, "doc": "01", "heads": [], "value": {"a": 1}}\nthis is not JSO
   > "$WORK/bad.jsonl"
 
 log "uploading inputs with FsShell"
-fsshell -mkdir -p /smoke/small /smoke/big /smoke/bad
-fsshell -put "$WORK/small.jsonl" /smoke/small/part-00000.jsonl
-fsshell -put "$WORK/big.jsonl" /smoke/big/part-00000.jsonl
-fsshell -put "$WORK/bad.jsonl" /smoke/bad/part-00000.jsonl
+mkdir -p "$WORK/in/small" "$WORK/in/big" "$WORK/in/bad"
+mv "$WORK/small.jsonl" "$WORK/in/small/part-00000.jsonl"
+mv "$WORK/big.jsonl" "$WORK/in/big/part-00000.jsonl"
+mv "$WORK/bad.jsonl" "$WORK/in/bad/part-00000.jsonl"
+fsshell -mkdir -p /smoke/in
+fsshell -put "$WORK/in/small" "$WORK/in/big" "$WORK/in/bad" /smoke/in/
 
-# ---- aggregate -----------------------------------------------------------------------------
-log "aggregate (small)"
-runner 0 --dag aggregate --input /smoke/small --output /smoke/out/agg --group-by region \
+# ---- run the DAGs --------------------------------------------------------------------------
+log "aggregate (6 records)"
+runner 0 --dag aggregate --input /smoke/in/small --output /smoke/out/agg --group-by region \
   --agg count --agg sum:amount --agg min:amount --agg max:amount --agg avg:amount
-fsshell -test -e /smoke/out/agg/_SUCCESS || die "aggregate: no _SUCCESS"
-fsshell -cat '/smoke/out/agg/part-*' > "$WORK/agg.txt"
-cat "$WORK/agg.txt"
+
+log "aggregate (1000 records)"
+runner 0 --dag aggregate --input /smoke/in/big --output /smoke/out/big --group-by region \
+  --agg count --agg sum:amount --agg avg:amount --name tidepool-smoke-big
+
+log "enrich"
+runner 0 --dag enrich --input /smoke/in/small --output /smoke/out/enrich \
+  --field 'total=amount * 2' --field "label=upper(coalesce(name, 'anon')) + '@' + region" \
+  --field 'big=if(amount >= 5, true, false)' --field 'nlen=len(name)'
+
+log "fail DAG (must end FAILED and leave no output)"
+runner 2 --dag fail --output /smoke/out/fail
+grep -q '^DAG_STATUS FAILED ' "$WORK/runner.out" || die "fail: state is not FAILED"
+grep -q 'deliberate processor failure' "$WORK/runner.err" || die "fail: no diagnostics on stderr"
+
+log "malformed input (must fail)"
+runner 2 --dag aggregate --input /smoke/in/bad --output /smoke/out/bad-agg --group-by a
+grep -q 'malformed input record at byte offset 56' "$WORK/runner.err" \
+  || die "malformed (aggregate): no diagnostics"
+runner 2 --dag enrich --input /smoke/in/bad --output /smoke/out/bad-enrich --field 'x=a'
+grep -q 'malformed input record at byte offset 56' "$WORK/runner.err" \
+  || die "malformed (enrich): no diagnostics"
+
+log "expression parse error (must fail before submitting)"
+runner 2 --dag enrich --input /smoke/in/small --output /smoke/out/never --field 'x=amount +* 2'
+grep -q '^DAG_STATUS NOT_SUBMITTED ' "$WORK/runner.out" || die "parse error: DAG was submitted"
+grep -q "cannot parse expression 'amount +\* 2'" "$WORK/runner.err" || die "parse error: no message"
+cat "$WORK/runner.err"
+
+# ---- check the outputs ---------------------------------------------------------------------
+log "fetching /smoke/out with FsShell"
+fsshell -get /smoke/out "$WORK/out"
+( cd "$WORK/out" && find . -type f | sort ) >&2
+
+OUT="$WORK/out"
+for d in agg big enrich; do
+  [[ -f "$OUT/$d/_SUCCESS" ]] || die "$d: no _SUCCESS"
+  cat "$OUT/$d"/part-* > "$WORK/$d.txt"
+  echo "--- $d"
+  cat "$WORK/$d.txt"
+done
+for d in fail bad-agg bad-enrich never; do
+  [[ ! -e "$OUT/$d" ]] || die "$d: the failed run left output behind"
+done
+
 [[ "$(wc -l < "$WORK/agg.txt")" -eq 3 ]] || die "aggregate: expected 3 groups"
 expect_line "$WORK/agg.txt" '{"key":["eu"],"value":{"region":"eu","count":2,"sum_amount":12.5,"min_amount":2.5,"max_amount":10,"avg_amount":6.25}}'
 expect_line "$WORK/agg.txt" '{"key":["us"],"value":{"region":"us","count":2,"sum_amount":-4,"min_amount":-4,"max_amount":-4,"avg_amount":-4}}'
 expect_line "$WORK/agg.txt" '{"key":[null],"value":{"region":null,"count":1,"sum_amount":null,"min_amount":null,"max_amount":null,"avg_amount":null}}'
 
-log "aggregate (1000 records)"
-runner 0 --dag aggregate --input /smoke/big --output /smoke/out/big --group-by region \
-  --agg count --agg sum:amount --agg avg:amount --name tidepool-smoke-big
-fsshell -cat '/smoke/out/big/part-*' > "$WORK/big.txt"
-cat "$WORK/big.txt"
+[[ "$(wc -l < "$WORK/big.txt")" -eq 3 ]] || die "aggregate (1000): expected 3 groups"
 expect_line "$WORK/big.txt" '{"key":["eu"],"value":{"region":"eu","count":334,"sum_amount":8348.33,"avg_amount":24.995}}'
 expect_line "$WORK/big.txt" '{"key":["us"],"value":{"region":"us","count":333,"sum_amount":8331.67,"avg_amount":25.02003003003003}}'
 expect_line "$WORK/big.txt" '{"key":["apac"],"value":{"region":"apac","count":333,"sum_amount":8315,"avg_amount":24.96996996996997}}'
 
-# ---- enrich --------------------------------------------------------------------------------
-log "enrich"
-runner 0 --dag enrich --input /smoke/small --output /smoke/out/enrich \
-  --field 'total=amount * 2' --field "label=upper(coalesce(name, 'anon')) + '@' + region" \
-  --field 'big=if(amount >= 5, true, false)' --field 'nlen=len(name)'
-fsshell -test -e /smoke/out/enrich/_SUCCESS || die "enrich: no _SUCCESS"
-fsshell -cat '/smoke/out/enrich/part-*' > "$WORK/enrich.txt"
-cat "$WORK/enrich.txt"
 [[ "$(wc -l < "$WORK/enrich.txt")" -eq 6 ]] || die "enrich: expected 6 records"
 expect_line "$WORK/enrich.txt" '{"key":1,"doc":"0a01","fields":{"total":20,"label":"ADA@eu","big":true,"nlen":3}}'
 expect_line "$WORK/enrich.txt" '{"key":2,"doc":"0a02","fields":{"total":5,"label":"BOB@eu","big":false,"nlen":3}}'
+expect_line "$WORK/enrich.txt" '{"key":"k3","doc":"0a03","fields":{"total":-8,"label":"CY@us","big":false,"nlen":2}}'
 expect_line "$WORK/enrich.txt" '{"key":[4,"x"],"doc":"0a04","fields":{"total":null,"label":"DEE@us","big":false,"nlen":3}}'
 expect_line "$WORK/enrich.txt" '{"key":5,"doc":"0a05","fields":{"total":null,"label":null,"big":false,"nlen":null}}'
 expect_line "$WORK/enrich.txt" '{"key":6,"doc":"0a06","fields":{"total":null,"label":null,"big":false,"nlen":null}}'
-
-# ---- failures ------------------------------------------------------------------------------
-log "fail DAG (must fail and leave no output)"
-runner 2 --dag fail --output /smoke/out/fail
-grep -q '^DAG_STATUS FAILED ' "$WORK/runner.out" || die "fail: state is not FAILED"
-grep -q 'deliberate processor failure' "$WORK/runner.err" || die "fail: no diagnostics on stderr"
-if fsshell -test -e /smoke/out/fail/_SUCCESS; then die "fail: _SUCCESS written"; fi
-if fsshell -test -e /smoke/out/fail; then die "fail: output directory left behind"; fi
-
-log "malformed input (must fail)"
-runner 2 --dag aggregate --input /smoke/bad --output /smoke/out/bad-agg --group-by a
-grep -q 'malformed input record' "$WORK/runner.err" || die "malformed: no diagnostics"
-runner 2 --dag enrich --input /smoke/bad --output /smoke/out/bad-enrich --field 'x=a'
-grep -q 'malformed input record' "$WORK/runner.err" || die "malformed: no diagnostics"
-if fsshell -test -e /smoke/out/bad-agg/_SUCCESS; then die "malformed: _SUCCESS written"; fi
-
-log "expression parse error (must fail before submitting)"
-runner 2 --dag enrich --input /smoke/small --output /smoke/out/never --field 'x=amount +* 2'
-grep -q '^DAG_STATUS NOT_SUBMITTED ' "$WORK/runner.out" || die "parse error: DAG was submitted"
-grep -q "cannot parse expression" "$WORK/runner.err" || die "parse error: no message"
-cat "$WORK/runner.err"
 
 # ---- stop ----------------------------------------------------------------------------------
 log "stopping the cluster (closing its stdin)"

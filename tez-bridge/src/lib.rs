@@ -1,1 +1,14 @@
-//! Tez bridge: snapshots to HDFS, Tez DAGs, write-back (filled by the bridge work).
+//! Tidepool's bridge: consistent snapshots of a store to HDFS (or a local directory), Apache Tez
+//! DAGs over them, and exactly-once write-back of the results as Automerge changes.
+//!
+//! A run goes snapshot -> Tez -> write-back, each phase recorded in the run's `state.json` so
+//! `status` can tell where every run stands and a failed phase writes nothing back.
+
+pub mod fs;
+pub mod job;
+pub mod link;
+pub mod output;
+pub mod plan;
+pub mod run;
+pub mod snapshot;
+pub mod tez;

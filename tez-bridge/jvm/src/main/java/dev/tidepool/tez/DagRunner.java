@@ -65,6 +65,10 @@ public final class DagRunner {
     } catch (Throwable t) {
       System.err.println("DagRunner: unexpected error: " + t);
       t.printStackTrace(System.err);
+      String hint = HostNames.hint(t);
+      if (hint != null) {
+        System.err.println("DagRunner: " + hint);
+      }
       code = EXIT_ERROR;
     } finally {
       runner.deleteTempDir();
@@ -144,9 +148,25 @@ public final class DagRunner {
     client.start();
     try {
       client.waitTillReady();
-      state = "SUBMITTED";
+      state = "SUBMITTING";
       DAGClient dagClient = client.submitDAG(dag);
+      state = "SUBMITTED";
+      Thread killOnExit = null;
+      if (args.tezConfDir != null) {
+        // On YARN the DAG outlives this process: kill it if we are terminated while it runs.
+        killOnExit = new Thread(() -> {
+          try {
+            dagClient.tryKillDAG();
+          } catch (Exception e) {
+            System.err.println("DagRunner: could not kill the DAG: " + e);
+          }
+        }, "kill-dag-on-exit");
+        Runtime.getRuntime().addShutdownHook(killOnExit);
+      }
       DAGStatus status = dagClient.waitForCompletion();
+      if (killOnExit != null) {
+        Runtime.getRuntime().removeShutdownHook(killOnExit);
+      }
       state = status.getState().name();
       if (status.getState() == DAGStatus.State.SUCCEEDED) {
         return EXIT_OK;
@@ -237,10 +257,13 @@ public final class DagRunner {
       }
     }
     if (args.input != null) {
-      Path in = new Path(args.input);
-      FileSystem inFs = in.getFileSystem(conf);
-      if (!inFs.exists(in)) {
-        throw new UsageException("input " + inFs.makeQualified(in) + " does not exist");
+      for (String p : args.input.split(",")) {
+        Path in = new Path(p.trim());
+        FileSystem inFs = in.getFileSystem(conf);
+        FileStatus[] matches = inFs.globStatus(in);
+        if (matches == null || matches.length == 0) {
+          throw new UsageException("input " + inFs.makeQualified(in) + " does not exist");
+        }
       }
     }
   }

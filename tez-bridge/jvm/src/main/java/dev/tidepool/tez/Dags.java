@@ -3,6 +3,7 @@ package dev.tidepool.tez;
 import dev.tidepool.tez.agg.AggregatePlan;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.io.Text;
+import org.apache.hadoop.mapreduce.lib.input.FileInputFormat;
 import org.apache.hadoop.mapreduce.lib.input.TextInputFormat;
 import org.apache.hadoop.mapreduce.lib.output.TextOutputFormat;
 import org.apache.tez.dag.api.DAG;
@@ -28,9 +29,14 @@ final class Dags {
   private Dags() {
   }
 
-  private static DataSourceDescriptor input(Configuration conf, String path) {
-    return MRInput.createConfigBuilder(new Configuration(conf), TextInputFormat.class, path)
-        .build();
+  /**
+   * Text lines of every file under {@code paths} (comma-separated; globs allowed; directories
+   * are read recursively; names starting with '_' or '.' are skipped).
+   */
+  private static DataSourceDescriptor input(Configuration conf, String paths) {
+    Configuration c = new Configuration(conf);
+    c.setBoolean(FileInputFormat.INPUT_DIR_RECURSIVE, true);
+    return MRInput.createConfigBuilder(c, TextInputFormat.class, paths).build();
   }
 
   private static DataSinkDescriptor output(Configuration conf, String path) {

@@ -9,6 +9,7 @@ import org.apache.hadoop.hdfs.HdfsConfiguration;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.log4j.Level;
 import org.apache.log4j.LogManager;
+import sun.misc.Signal;
 
 import java.io.File;
 import java.io.InputStream;
@@ -57,15 +58,27 @@ public final class HdfsTestCluster {
     conf.setLong(DFSConfigKeys.DFS_NAMENODE_DU_RESERVED_KEY, 0L);
     conf.setLong(DFSConfigKeys.DFS_DATANODE_DU_RESERVED_KEY, 0L);
 
-    MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf, base)
-        .numDataNodes(1)
-        .storagesPerDatanode(1)
-        .nameNodePort(0)
-        .nameNodeHttpPort(0)
-        .checkDataNodeAddrConfig(true)
-        .checkDataNodeHostConfig(true)
-        .format(true)
-        .build();
+    MiniDFSCluster cluster;
+    try {
+      cluster = new MiniDFSCluster.Builder(conf, base)
+          .numDataNodes(1)
+          .storagesPerDatanode(1)
+          .nameNodePort(0)
+          .nameNodeHttpPort(0)
+          .checkDataNodeAddrConfig(true)
+          .checkDataNodeHostConfig(true)
+          .format(true)
+          .build();
+    } catch (Exception e) {
+      System.err.println("HdfsTestCluster: cannot start: " + e);
+      e.printStackTrace(System.err);
+      String hint = HostNames.hint(e);
+      if (hint != null) {
+        System.err.println("HdfsTestCluster: " + hint);
+      }
+      System.exit(1);
+      return;
+    }
     AtomicBoolean stopped = new AtomicBoolean();
     Runnable stop = () -> {
       if (stopped.compareAndSet(false, true)) {
@@ -74,8 +87,18 @@ public final class HdfsTestCluster {
         cluster.shutdown();
       }
     };
-    // Also stop cleanly on SIGTERM / SIGINT.
-    Runtime.getRuntime().addShutdownHook(new Thread(stop, "hdfs-test-shutdown"));
+    // Also stop cleanly on SIGTERM / SIGINT / SIGHUP. Not from a JVM shutdown hook: the DataNode
+    // unregisters Hadoop shutdown hooks while stopping, which fails once the JVM is shutting down.
+    for (String name : new String[] {"TERM", "INT", "HUP"}) {
+      try {
+        Signal.handle(new Signal(name), sig -> {
+          stop.run();
+          System.exit(0);
+        });
+      } catch (IllegalArgumentException unsupported) {
+        // This signal cannot be handled here; end-of-file on stdin still works.
+      }
+    }
     cluster.waitActive();
     cluster.waitClusterUp();
 

@@ -51,7 +51,7 @@ public final class Json {
 
   /** Parses one JSON document from UTF-8 bytes. */
   public static JsonNode parse(byte[] utf8, int offset, int length) throws IOException {
-    JsonNode node = MAPPER.readTree(MAPPER.getFactory().createParser(utf8, offset, length));
+    JsonNode node = MAPPER.readTree(utf8, offset, length);
     if (node == null || node.isMissingNode()) {
       throw new IOException("empty JSON document");
     }

@@ -1,0 +1,190 @@
+//! Where runs live: HDFS through hdfs-native, or a local directory (the embedded default, which
+//! Tez local mode reads as `file:///` just as well).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum FsError {
+    #[error("HDFS: {0}")]
+    Hdfs(#[from] hdfs_native::HdfsError),
+    #[error("{path}: {source}")]
+    Local { path: PathBuf, source: std::io::Error },
+    #[error("invalid location {0:?}: use hdfs://host:port/path or a local directory")]
+    Location(String),
+}
+
+/// A run storage location: a base directory on HDFS or on the local file system. Paths given to
+/// its methods are relative to the base and use `/`.
+#[derive(Debug)]
+pub enum RunFs {
+    Hdfs { client: hdfs_native::Client, authority: String, base: String },
+    Local { base: PathBuf },
+}
+
+fn local_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> FsError + '_ {
+    move |source| FsError::Local { path: path.to_owned(), source }
+}
+
+impl RunFs {
+    /// Opens `hdfs://host:port/path` or a local directory (created if missing).
+    pub fn open(location: &str) -> Result<RunFs, FsError> {
+        if let Some(rest) = location.strip_prefix("hdfs://") {
+            let (authority, path) = rest.split_once('/').ok_or_else(|| FsError::Location(location.into()))?;
+            let client = hdfs_native::ClientBuilder::new().with_url(format!("hdfs://{authority}")).build()?;
+            let base = format!("/{}", path.trim_end_matches('/'));
+            return Ok(RunFs::Hdfs { client, authority: authority.to_owned(), base });
+        }
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        if path.is_empty() {
+            return Err(FsError::Location(location.into()));
+        }
+        let base = PathBuf::from(path);
+        std::fs::create_dir_all(&base).map_err(local_err(&base))?;
+        let base = base.canonicalize().map_err(local_err(&base))?;
+        Ok(RunFs::Local { base })
+    }
+
+    fn hdfs_path(base: &str, rel: &str) -> String {
+        if rel.is_empty() { base.to_owned() } else { format!("{}/{}", base.trim_end_matches('/'), rel) }
+    }
+
+    /// The URI of `rel` as Hadoop tools (Tez) name it.
+    pub fn uri(&self, rel: &str) -> String {
+        match self {
+            RunFs::Hdfs { authority, base, .. } => format!("hdfs://{authority}{}", Self::hdfs_path(base, rel)),
+            RunFs::Local { base } => format!("file://{}", base.join(rel).display()),
+        }
+    }
+
+    /// The file system URI Tez should use as `fs.defaultFS`.
+    pub fn default_fs(&self) -> String {
+        match self {
+            RunFs::Hdfs { authority, .. } => format!("hdfs://{authority}"),
+            RunFs::Local { .. } => "file:///".to_owned(),
+        }
+    }
+
+    pub async fn mkdirs(&self, rel: &str) -> Result<(), FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => Ok(client.mkdirs(&Self::hdfs_path(base, rel), 0o755, true).await?),
+            RunFs::Local { base } => {
+                let p = base.join(rel);
+                std::fs::create_dir_all(&p).map_err(local_err(&p))
+            }
+        }
+    }
+
+    /// Writes a whole file (replacing it), streamed in chunks.
+    pub async fn write(&self, rel: &str, chunks: impl IntoIterator<Item = Bytes>) -> Result<(), FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => {
+                let options = hdfs_native::WriteOptions::default().overwrite(true).create_parent(true);
+                let mut writer = client.create(&Self::hdfs_path(base, rel), options).await?;
+                for chunk in chunks {
+                    writer.write_bytes(chunk).await?;
+                }
+                writer.close().await?;
+                Ok(())
+            }
+            RunFs::Local { base } => {
+                use std::io::Write;
+                let p = base.join(rel);
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir).map_err(local_err(dir))?;
+                }
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(local_err(&p))?);
+                for chunk in chunks {
+                    f.write_all(&chunk).map_err(local_err(&p))?;
+                }
+                let file = f.into_inner().map_err(|e| FsError::Local { path: p.clone(), source: e.into_error() })?;
+                file.sync_all().map_err(local_err(&p))
+            }
+        }
+    }
+
+    pub async fn read(&self, rel: &str) -> Result<Bytes, FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => {
+                let mut reader = client.read(&Self::hdfs_path(base, rel)).await?;
+                let len = reader.file_length();
+                Ok(reader.read_bytes(len).await?)
+            }
+            RunFs::Local { base } => {
+                let p = base.join(rel);
+                std::fs::read(&p).map(Bytes::from).map_err(local_err(&p))
+            }
+        }
+    }
+
+    pub async fn exists(&self, rel: &str) -> Result<bool, FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => match client.get_file_info(&Self::hdfs_path(base, rel)).await {
+                Ok(_) => Ok(true),
+                Err(hdfs_native::HdfsError::FileNotFound(_)) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+            RunFs::Local { base } => Ok(base.join(rel).exists()),
+        }
+    }
+
+    /// Renames within the location; fails if `to` exists (that is what makes a run directory
+    /// appear atomically and only once).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => {
+                Ok(client.rename(&Self::hdfs_path(base, from), &Self::hdfs_path(base, to), false).await?)
+            }
+            RunFs::Local { base } => {
+                let (f, t) = (base.join(from), base.join(to));
+                if t.exists() {
+                    return Err(FsError::Local {
+                        path: t,
+                        source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
+                    });
+                }
+                std::fs::rename(&f, &t).map_err(local_err(&f))
+            }
+        }
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<(), FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => {
+                client.delete(&Self::hdfs_path(base, rel), true).await?;
+                Ok(())
+            }
+            RunFs::Local { base } => {
+                let p = base.join(rel);
+                match std::fs::remove_dir_all(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local_err(&p)(e)),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Names of the entries directly under `rel` (empty if it does not exist).
+    pub async fn list(&self, rel: &str) -> Result<Vec<String>, FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => match client.list_status(&Self::hdfs_path(base, rel), false).await {
+                Ok(entries) => Ok(entries
+                    .into_iter()
+                    .filter_map(|s| s.path.rsplit('/').next().map(str::to_owned))
+                    .collect()),
+                Err(hdfs_native::HdfsError::FileNotFound(_)) => Ok(vec![]),
+                Err(e) => Err(e.into()),
+            },
+            RunFs::Local { base } => {
+                let p = base.join(rel);
+                let Ok(entries) = std::fs::read_dir(&p) else { return Ok(vec![]) };
+                let mut names: Vec<String> =
+                    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                names.sort();
+                Ok(names)
+            }
+        }
+    }
+}

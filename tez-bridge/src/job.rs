@@ -1,0 +1,179 @@
+//! Job files: what a job snapshots, which DAG it runs, and where results go (TOML).
+//!
+//! ```toml
+//! name = "todo-stats"
+//! hub = "ws://127.0.0.1:8080/v1/sync"
+//! token_file = "bridge.token"        # or: token = "..."
+//! db = "app"
+//! store = "todos"
+//! base = "hdfs://127.0.0.1:9000/tidepool"   # or a local directory
+//! incremental = false
+//!
+//! [dag]
+//! kind = "aggregate"                 # aggregate | enrich | user
+//! group_by = ["project"]
+//! aggregates = ["count", "sum:hours", "avg:hours"]
+//! results_store = "todo_stats"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A job as its TOML file describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    pub hub: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    pub db: String,
+    pub store: String,
+    /// Where runs live: `hdfs://host:port/path` or a local directory.
+    pub base: String,
+    /// Snapshot only what changed since the last written-back run (deletions included).
+    #[serde(default)]
+    pub incremental: bool,
+    pub dag: DagSpec,
+    #[serde(default)]
+    pub tez: TezSpec,
+}
+
+/// The DAG a job runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DagSpec {
+    /// Group by fields; count, sum, min, max, avg of others. Results become records of
+    /// `results_store`, keyed by group.
+    Aggregate { group_by: Vec<String>, aggregates: Vec<String>, results_store: String },
+    /// New fields computed per record from expressions; results become fields on the same records.
+    Enrich { fields: BTreeMap<String, String> },
+    /// Any jar and main class that takes the input and output paths as its last two arguments and
+    /// writes enrich-shaped output (`{"key", "doc", "fields"}` lines).
+    User {
+        jar: PathBuf,
+        main_class: String,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+}
+
+/// How Tez runs: local mode by default; with `conf_dir`, on the YARN cluster its tez-site.xml
+/// names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TezSpec {
+    #[serde(default)]
+    pub conf_dir: Option<PathBuf>,
+    /// The `java` executable (default: `$JAVA_HOME/bin/java`, else `java`).
+    #[serde(default)]
+    pub java: Option<PathBuf>,
+    /// The DAG runner's build directory, holding `tidepool-tez.jar` and `lib/`.
+    #[serde(default)]
+    pub runner_dir: Option<PathBuf>,
+    /// Extra JVM options.
+    #[serde(default)]
+    pub jvm_opts: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error("cannot read job file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("job file {path} is invalid: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("job {0}: give exactly one of `token` and `token_file`")]
+    Token(String),
+    #[error("job {job}: cannot read token file {path}: {source}")]
+    TokenFile { job: String, path: PathBuf, source: std::io::Error },
+    #[error("job name {0:?} must be non-empty and use only letters, digits, '-', '_' and '.'")]
+    Name(String),
+}
+
+impl JobSpec {
+    /// Reads a job file; relative paths in it are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<JobSpec, JobError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| JobError::Read { path: path.to_owned(), source })?;
+        let mut spec: JobSpec =
+            toml::from_str(&text).map_err(|source| JobError::Parse { path: path.to_owned(), source })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(p) = spec.token_file.as_mut() {
+            resolve(p);
+        }
+        if let DagSpec::User { jar, .. } = &mut spec.dag {
+            resolve(jar);
+        }
+        if let Some(p) = spec.tez.runner_dir.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = spec.tez.conf_dir.as_mut() {
+            resolve(p);
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), JobError> {
+        let ok = !self.name.is_empty()
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(JobError::Name(self.name.clone()));
+        }
+        if self.token.is_some() == self.token_file.is_some() {
+            return Err(JobError::Token(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// The bridge's token for the hub.
+    pub fn token(&self) -> Result<String, JobError> {
+        match (&self.token, &self.token_file) {
+            (Some(t), None) => Ok(t.trim().to_owned()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|source| JobError::TokenFile { job: self.name.clone(), path: path.clone(), source }),
+            _ => Err(JobError::Token(self.name.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_dag_kind() {
+        let spec: JobSpec = toml::from_str(
+            r#"
+            name = "stats"
+            hub = "ws://h/v1/sync"
+            token = "t"
+            db = "app"
+            store = "todos"
+            base = "/tmp/x"
+            [dag]
+            kind = "aggregate"
+            group_by = ["project"]
+            aggregates = ["count", "sum:hours"]
+            results_store = "stats"
+            "#,
+        )
+        .unwrap();
+        assert!(matches!(spec.dag, DagSpec::Aggregate { .. }));
+        spec.validate().unwrap();
+        let enrich: DagSpec = toml::from_str("kind = \"enrich\"\n[fields]\nscore = \"priority * 2\"\n").unwrap();
+        assert!(matches!(enrich, DagSpec::Enrich { fields } if fields["score"] == "priority * 2"));
+        assert!(toml::from_str::<DagSpec>("kind = \"nope\"").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! Turning results into write-back changes: deterministic, on the snapshot's heads, validated
+//! against the snapshot before anything is sent.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+use tidepool_core::automerge::ChangeHash;
+use tidepool_core::{DocId, Record, StoreRef, WriteBack, WriteBackError, WriteMode};
+
+use crate::output::{FieldResult, GroupResult};
+
+/// A change ready to send to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedChange {
+    pub store: StoreRef,
+    pub doc: DocId,
+    pub key: Vec<u8>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error("result for document {0}, which the snapshot does not hold")]
+    UnknownDoc(DocId),
+    #[error("result for document {doc} carries key {key:?}, not the record's key")]
+    KeyMismatch { doc: DocId, key: String },
+    #[error("document {doc}: {source}")]
+    WriteBack { doc: DocId, source: WriteBackError },
+    #[error("key: {0}")]
+    Key(#[from] tidepool_core::KeyError),
+    #[error("record: {0}")]
+    Record(#[from] tidepool_core::RecordError),
+}
+
+/// Field results onto the snapshotted records. `records` are the bridge's copies (they may be
+/// newer than the snapshot); `heads` are the snapshot's.
+pub fn field_changes(
+    wb: &WriteBack,
+    store: &StoreRef,
+    results: &[FieldResult],
+    heads: &BTreeMap<DocId, Vec<ChangeHash>>,
+    records: &BTreeMap<DocId, Record>,
+) -> Result<Vec<PlannedChange>, PlanError> {
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        let (Some(h), Some(record)) = (heads.get(&r.doc), records.get(&r.doc)) else {
+            return Err(PlanError::UnknownDoc(r.doc));
+        };
+        if record.key().ok().as_ref() != Some(&r.key) {
+            return Err(PlanError::KeyMismatch { doc: r.doc, key: format!("{:?}", r.key) });
+        }
+        let change = wb
+            .change(record, h, &r.fields, WriteMode::Fields)
+            .map_err(|source| PlanError::WriteBack { doc: r.doc, source })?;
+        if let Some(c) = change {
+            out.push(PlannedChange { store: store.clone(), doc: r.doc, key: record.encoded_key().to_vec(), bytes: c.bytes });
+        }
+    }
+    Ok(out)
+}
+
+/// Group results as whole records of the results store, each on the heads the bridge has for it
+/// (`existing`), or on a new record's genesis.
+pub fn group_changes(
+    wb: &WriteBack,
+    results_store: &StoreRef,
+    results: &[GroupResult],
+    existing: &mut BTreeMap<DocId, Record>,
+    actor: &tidepool_core::automerge::ActorId,
+) -> Result<Vec<PlannedChange>, PlanError> {
+    let mut out = Vec::with_capacity(results.len());
+    for g in results {
+        let doc = DocId::derive(results_store, &g.key)?;
+        let record = match existing.get_mut(&doc) {
+            Some(r) => r,
+            None => existing.entry(doc).or_insert(Record::new(results_store, &g.key, actor)?),
+        };
+        let heads = record.heads();
+        let change = wb
+            .change(record, &heads, &g.value, WriteMode::WholeRecord)
+            .map_err(|source| PlanError::WriteBack { doc, source })?;
+        if let Some(c) = change {
+            out.push(PlannedChange { store: results_store.clone(), doc, key: record.encoded_key().to_vec(), bytes: c.bytes });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidepool_core::automerge::ActorId;
+    use tidepool_core::wire::Payload;
+    use tidepool_core::{Key, Value, object};
+
+    #[test]
+    fn field_results_merge_with_later_edits_and_are_deterministic() {
+        let store = StoreRef::new("app", "todos");
+        let mut user = Record::new(&store, &Key::from("a"), &ActorId::from([1u8; 16])).unwrap();
+        user.put(&object! { "title" => "x", "hours" => 2i64 }, 0).unwrap();
+        let heads: BTreeMap<_, _> = [(user.id(), user.heads())].into();
+        user.put(&object! { "title" => "edited", "hours" => 2i64 }, 1).unwrap();
+        let records: BTreeMap<_, _> = [(user.id(), user.clone())].into();
+        let results = vec![FieldResult { doc: user.id(), key: Key::from("a"), fields: [("score".into(), Value::Int(4))].into() }];
+        let wb = WriteBack::new("score", "run-1");
+        let planned = field_changes(&wb, &store, &results, &heads, &records).unwrap();
+        assert_eq!(planned, field_changes(&wb, &store, &results, &heads, &records).unwrap());
+        user.apply(&Payload::Changes(vec![planned[0].bytes.clone()])).unwrap();
+        assert_eq!(user.get_plain().unwrap(), Some(object! { "title" => "edited", "hours" => 2i64, "score" => 4i64 }));
+        assert_eq!(user.provenance("score").map(|p| p.run), Some("run-1".to_owned()));
+
+        let stranger = vec![FieldResult { doc: DocId([0; 16]), key: Key::from("zz"), fields: BTreeMap::new() }];
+        assert!(matches!(field_changes(&wb, &store, &stranger, &heads, &records), Err(PlanError::UnknownDoc(_))));
+        let wrong_key = vec![FieldResult { doc: user.id(), key: Key::from("b"), fields: BTreeMap::new() }];
+        assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, &records), Err(PlanError::KeyMismatch { .. })));
+    }
+
+    #[test]
+    fn group_results_become_records() {
+        let results_store = StoreRef::new("app", "stats");
+        let groups = vec![GroupResult { key: Key::from("p1"), value: [("count".into(), Value::Int(3))].into() }];
+        let wb = WriteBack::new("stats", "run-1");
+        let actor = ActorId::from([2u8; 16]);
+        let planned = group_changes(&wb, &results_store, &groups, &mut BTreeMap::new(), &actor).unwrap();
+        assert_eq!(planned.len(), 1);
+        let mut r = Record::new(&results_store, &Key::from("p1"), &ActorId::from([3u8; 16])).unwrap();
+        r.apply(&Payload::Changes(vec![planned[0].bytes.clone()])).unwrap();
+        assert_eq!(r.get_plain().unwrap(), Some(object! { "count" => 3i64 }));
+        let again = group_changes(&wb, &results_store, &groups, &mut BTreeMap::new(), &actor).unwrap();
+        assert_eq!(planned, again, "a retried run writes the same bytes");
+    }
+}

@@ -1,0 +1,145 @@
+//! Launching Tez: the DAG runner (or a user's jar) as a JVM process, in local mode unless the job
+//! names a Tez configuration directory (then it submits to YARN).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::job::{DagSpec, JobSpec};
+
+/// JVM flags Hadoop and Tez need on Java 17.
+pub const JAVA17_OPENS: &[&str] = &[
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/java.net=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED",
+];
+
+#[derive(Debug, Error)]
+pub enum TezError {
+    #[error("cannot start {java}: {source}")]
+    Spawn { java: String, source: std::io::Error },
+    #[error("the DAG runner is not built: {0} is missing (run `make -C tez-bridge/jvm` or `make tez-jvm`)")]
+    NotBuilt(PathBuf),
+    #[error("the Tez job failed (exit status {status}): {diagnostics}")]
+    Failed { status: String, diagnostics: String },
+}
+
+/// What a finished Tez job reported.
+#[derive(Debug)]
+pub struct TezRun {
+    pub seconds: f64,
+    pub stdout: String,
+}
+
+/// The default runner build directory: `tez-bridge/jvm/target` of this source tree.
+pub fn default_runner_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target")
+}
+
+fn java(job: &JobSpec) -> PathBuf {
+    job.tez.java.clone().unwrap_or_else(|| match std::env::var_os("JAVA_HOME") {
+        Some(home) => PathBuf::from(home).join("bin/java"),
+        None => PathBuf::from("java"),
+    })
+}
+
+/// The full command line for a job's DAG over `input`, writing `output`.
+pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Result<Command, TezError> {
+    let runner = job.tez.runner_dir.clone().unwrap_or_else(default_runner_dir);
+    let jar = runner.join("tidepool-tez.jar");
+    if !jar.exists() {
+        return Err(TezError::NotBuilt(jar));
+    }
+    let lib = runner.join("lib/*");
+    let mut cmd = Command::new(java(job));
+    cmd.args(JAVA17_OPENS).args(&job.tez.jvm_opts);
+    let mut classpath = format!("{}:{}", jar.display(), lib.display());
+    if let Some(conf) = &job.tez.conf_dir {
+        // Cluster configuration first on the classpath, so tez-site.xml and yarn-site.xml load.
+        classpath = format!("{}:{classpath}", conf.display());
+    }
+    if let DagSpec::User { jar, .. } = &job.dag {
+        classpath = format!("{}:{classpath}", jar.display());
+    }
+    cmd.arg("-cp").arg(classpath);
+    match &job.dag {
+        DagSpec::User { main_class, args, .. } => {
+            cmd.arg(main_class).args(args).arg(input).arg(output);
+        }
+        dag => {
+            cmd.arg("dev.tidepool.tez.DagRunner");
+            cmd.args(["--name", &job.name, "--input", input, "--output", output, "--fs-default", default_fs]);
+            if let Some(conf) = &job.tez.conf_dir {
+                cmd.arg("--tez-conf-dir").arg(conf);
+            }
+            match dag {
+                DagSpec::Aggregate { group_by, aggregates, .. } => {
+                    cmd.args(["--dag", "aggregate", "--group-by", &group_by.join(",")]);
+                    for a in aggregates {
+                        cmd.args(["--agg", a]);
+                    }
+                }
+                DagSpec::Enrich { fields } => {
+                    cmd.args(["--dag", "enrich"]);
+                    for (name, expr) in fields {
+                        cmd.arg("--field").arg(format!("{name}={expr}"));
+                    }
+                }
+                DagSpec::User { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+    if std::env::var_os("USER").is_none() {
+        cmd.env("USER", "tidepool");
+    }
+    Ok(cmd)
+}
+
+/// Runs the job's DAG and waits for it; an error unless the JVM exits with success.
+pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Result<TezRun, TezError> {
+    let mut cmd = command(job, default_fs, input, output)?;
+    let java = format!("{}", java(job).display());
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| TezError::Spawn { java: java.clone(), source })?;
+    let (mut out, mut err) = (String::new(), String::new());
+    let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
+    let read_out = async {
+        if let Some(s) = so.as_mut() {
+            let _ = s.read_to_string(&mut out).await;
+        }
+    };
+    let read_err = async {
+        if let Some(s) = se.as_mut() {
+            let _ = s.read_to_string(&mut err).await;
+        }
+    };
+    tokio::join!(read_out, read_err);
+    let status = child.wait().await.map_err(|source| TezError::Spawn { java, source })?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let tail: Vec<&str> = err.lines().rev().take(30).collect();
+        let diagnostics = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(TezError::Failed { status: status.to_string(), diagnostics });
+    }
+    Ok(TezRun { seconds, stdout: out })
+}
+
+/// How long a phase took, for the summary.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
