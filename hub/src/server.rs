@@ -149,7 +149,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 
@@ -211,7 +211,7 @@ where
     let mut router = Router::new()
         .route("/v1/sync", get(sync))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .with_state(app.clone());
     if let Some(dir) = &options.static_dir {
         router = router.fallback_service(ServeDir::new(dir));

@@ -344,8 +344,7 @@ impl<B: Backend> Storage<B> {
         let dirty: Vec<Slot> = self
             .cache
             .iter_mut()
-            .filter(|(_, c)| c.unsnapped > 0 && c.record.heads() == c.persisted)
-            .map(|(slot, _)| slot.clone())
+            .filter_map(|(slot, c)| (c.unsnapped > 0 && c.record.heads() == c.persisted).then(|| slot.clone()))
             .collect();
         for (store, doc) in dirty {
             if let Some(mut cached) = self.cache.remove(&(store.clone(), doc)) {
