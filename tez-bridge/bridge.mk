@@ -1,1 +1,15 @@
 # Make targets for tez-bridge; included by the root Makefile.
+# The DAG runner and the HDFS test cluster are a Maven project; the bridge's integration test
+# launches both for real, with the hub binary.
+TEST_TARGETS += test-bridge
+
+.PHONY: tez-jvm test-bridge
+
+tez-jvm:
+	@command -v mvn >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y maven)
+	cd tez-bridge/jvm && mvn -B -q package -DskipTests
+
+test-bridge: tez-jvm
+	cd tez-bridge/jvm && mvn -B -q test
+	$(CARGO) build -p tidepool-hub --bins
+	$(CARGO) test -p tidepool-tez-bridge

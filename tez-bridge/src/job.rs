@@ -53,7 +53,8 @@ pub enum DagSpec {
     Aggregate { group_by: Vec<String>, aggregates: Vec<String>, results_store: String },
     /// New fields computed per record from expressions; results become fields on the same records.
     Enrich { fields: BTreeMap<String, String> },
-    /// Any jar and main class that takes the input and output paths as its last two arguments and
+    /// Any jar and main class that takes the input and output paths (as its last two arguments, or
+    /// where `{input}` and `{output}` appear in `args`; `{fs}` is the default file system) and
     /// writes enrich-shaped output (`{"key", "doc", "fields"}` lines).
     User {
         jar: PathBuf,

@@ -74,7 +74,14 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Re
     cmd.arg("-cp").arg(classpath);
     match &job.dag {
         DagSpec::User { main_class, args, .. } => {
-            cmd.arg(main_class).args(args).arg(input).arg(output);
+            // `{input}`, `{output}` and `{fs}` in the arguments are replaced; without them the
+            // input and output paths are appended.
+            let placed = args.iter().any(|a| a.contains("{input}") || a.contains("{output}"));
+            let args = args.iter().map(|a| a.replace("{input}", input).replace("{output}", output).replace("{fs}", default_fs));
+            cmd.arg(main_class).args(args);
+            if !placed {
+                cmd.arg(input).arg(output);
+            }
         }
         dag => {
             cmd.arg("dev.tidepool.tez.DagRunner");

@@ -1,0 +1,182 @@
+//! The bridge for real: a MiniDFSCluster, a hub process, Tez in local mode, and clients that see
+//! the results. Needs the DAG runner built (`make test` builds it with Maven) and the hub binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tidepool_core::{Key, StoreRef, Value, object};
+use tidepool_hub::client::{Client, ClientOptions};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runner_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target")
+}
+
+/// Starts a process and waits for a stdout line starting with `prefix`; returns the rest.
+fn start(mut cmd: Command, prefix: &str) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::piped()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let found = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    break rest.trim().to_owned();
+                }
+            }
+            _ => panic!("process exited before printing {prefix:?}"),
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), found)
+}
+
+fn hdfs(base: &Path) -> (Proc, String) {
+    let runner = runner_dir();
+    let cp = format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display());
+    let mut cmd = Command::new("java");
+    cmd.args(tidepool_tez_bridge::tez::JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
+    start(cmd, "READY ")
+}
+
+fn hub_binary() -> PathBuf {
+    // Integration tests live in target/<profile>/deps; the hub binary one level up.
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent().and_then(Path::parent).expect("target dir").join("tidepool-hub")
+}
+
+fn hub(data: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(hub_binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--insecure-dev", "--data"]).arg(data);
+    let (p, addr) = start(cmd, "listening on ");
+    (p, format!("ws://{addr}/v1/sync"))
+}
+
+fn bridge(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge")).args(args).output().expect("bridge");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn write_job(dir: &Path, name: &str, hub: &str, base: &str, dag: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let mut f = std::fs::File::create(&path).expect("job file");
+    write!(f, "name = \"{name}\"\nhub = \"{hub}\"\ntoken = \"dev\"\ndb = \"app\"\nstore = \"todos\"\nbase = \"{base}\"\n\n[dag]\n{dag}\n").expect("write");
+    path
+}
+
+async fn client(url: &str, stores: &[&StoreRef]) -> Client {
+    let c = Client::connect(ClientOptions::new(url, "dev"));
+    for s in stores {
+        c.subscribe((*s).clone());
+    }
+    c.wait_connected(TIMEOUT).await.expect("connected");
+    c.wait_idle(TIMEOUT).await.expect("idle");
+    c
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn field(v: &Option<Value>, name: &str) -> Option<Value> {
+    match v {
+        Some(Value::Object(f)) => f.get(name).cloned(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_tez_write_back_round_trip() {
+    assert!(runner_dir().join("tidepool-tez.jar").exists(), "build the DAG runner first: make tez-jvm");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_hdfs, namenode) = hdfs(&tmp.path().join("dfs"));
+    let (_hub, url) = hub(&tmp.path().join("hub"));
+    let base = format!("{namenode}/tidepool");
+    let todos = StoreRef::new("app", "todos");
+    let stats = StoreRef::new("app", "stats");
+
+    let user = client(&url, &[&todos, &stats]).await;
+    let projects = ["alpha", "beta"];
+    for i in 0..20i64 {
+        let v = object! { "project" => projects[(i % 2) as usize], "hours" => i, "title" => format!("task {i}") };
+        user.put(&todos, &Key::Number(i as f64), &v).expect("put");
+    }
+    user.wait_idle(TIMEOUT).await.expect("idle");
+
+    // aggregate: results become records of the results store, keyed by group.
+    let job = write_job(tmp.path(), "stats", &url, &base,
+        "kind = \"aggregate\"\ngroup_by = [\"project\"]\naggregates = [\"count\", \"sum:hours\", \"max:hours\"]\nresults_store = \"stats\"");
+    let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    let other = client(&url, &[&todos, &stats]).await;
+    until("aggregate results on another client", || other.values(&stats).len() == 2).await;
+    let alpha = other.get(&stats, &Key::from("alpha")).expect("get");
+    assert_eq!(field(&alpha, "count"), Some(Value::Int(10)));
+    assert_eq!(field(&alpha, "sum_hours"), Some(Value::Int(90)));
+    assert_eq!(field(&alpha, "max_hours"), Some(Value::Int(18)));
+
+    // enrich, with edits between snapshot and write-back.
+    let job = write_job(tmp.path(), "score", &url, &base, "kind = \"enrich\"\n[dag.fields]\nscore = \"hours * 2\"");
+    let (ok, out) = bridge(&["snapshot", "--hub", &url, "--token", "dev", "--db", "app", "--store", "todos", "--to", &base, "--job", "score", "--run", "r1"]);
+    assert!(ok, "{out}");
+    let edited = object! { "project" => "alpha", "hours" => 4i64, "title" => "edited after the snapshot" };
+    user.put(&todos, &Key::Number(4.0), &edited).expect("put");
+    user.delete(&todos, &Key::Number(5.0)).expect("delete");
+    user.wait_idle(TIMEOUT).await.expect("idle");
+    let before = other.values(&todos).len();
+
+    let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("19 changes written") || out.contains("20 results out"), "{out}");
+    until("scores on the other client", || field(&other.get(&todos, &Key::Number(3.0)).ok().flatten(), "score").is_some()).await;
+    until("scores on the editing client", || field(&user.get(&todos, &Key::Number(4.0)).ok().flatten(), "score").is_some()).await;
+    let four = user.get(&todos, &Key::Number(4.0)).expect("get");
+    assert_eq!(field(&four, "title"), Some(Value::from("edited after the snapshot")), "the user's edit survives");
+    assert_eq!(field(&four, "score"), Some(Value::Int(8)));
+    assert_eq!(other.get(&todos, &Key::Number(5.0)).expect("get"), None, "a deleted record is not resurrected");
+    assert_eq!(other.values(&todos).len(), before);
+
+    // writing back the same run again changes nothing.
+    let snapshot_values = other.values(&todos);
+    let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 changes written"), "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(other.values(&todos), snapshot_values);
+
+    // a failing Tez job writes nothing and says why.
+    let runner = runner_dir();
+    let fail = format!(
+        "kind = \"user\"\njar = \"{}\"\nmain_class = \"dev.tidepool.tez.DagRunner\"\nargs = [\"--dag\", \"fail\", \"--fs-default\", \"{{fs}}\", \"--input\", \"{{input}}\", \"--output\", \"{{output}}\"]",
+        runner.join("tidepool-tez.jar").display()
+    );
+    let job = write_job(tmp.path(), "broken", &url, &base, &fail);
+    let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path")]);
+    assert!(!ok, "a failed DAG must fail the run: {out}");
+    assert!(out.contains("Tez"), "{out}");
+    let (_, status) = bridge(&["status", "--job", job.to_str().expect("path")]);
+    assert!(status.contains("tez-failed"), "{status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(other.values(&todos), snapshot_values, "nothing written back");
+}
