@@ -38,8 +38,30 @@ pub enum Delivery {
     Close { conn: ConnId, reason: Option<ErrorCode> },
 }
 
-/// Error frames are small; anything larger is not inspected for the error counters.
-const ERROR_FRAME_PEEK: usize = 2048;
+/// Error frames are small; anything larger is not inspected.
+const ERROR_FRAME_PEEK: usize = 64 * 1024;
+/// bincode writes an enum's variant index first (a one-byte varint for small indexes), right
+/// after the 6-byte header; `Message::Error` is variant 9. Checking that byte spares decoding
+/// every reply; `error_in` decodes to confirm, and a test pins the layout.
+const ERROR_VARIANT_AT: usize = 6;
+const ERROR_VARIANT: u8 = 9;
+
+/// The error a frame carries, if it is an error frame: (code, detail, batch).
+pub fn error_in(frame: &[u8]) -> Option<(ErrorCode, String, Option<u64>)> {
+    if frame.len() > ERROR_FRAME_PEEK || frame.get(ERROR_VARIANT_AT) != Some(&ERROR_VARIANT) {
+        return None;
+    }
+    match wire::decode(frame, &Limits { max_frame: ERROR_FRAME_PEEK, max_docs: 0 }) {
+        Ok(Message::Error { code, detail, batch }) => Some((code, detail, batch)),
+        _ => None,
+    }
+}
+
+/// Core refuses a push as a whole with an error naming its batch, but may already have logged
+/// some of the batch's documents (when a later one fails to apply); the frame's writes must go.
+fn refuses_a_push(conn: ConnId, out: &HubOutput) -> bool {
+    out.sends.iter().any(|s| s.to == conn && matches!(error_in(&s.frame), Some((_, _, Some(_)))))
+}
 
 /// Core's hub over [`Storage`], with group commit.
 pub struct Engine<B, A> {
@@ -96,10 +118,17 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                     if failure.is_some() {
                         continue;
                     }
+                    if let Err(e) = self.hub.store_mut().begin_frame() {
+                        failure = Some(e.to_string());
+                        continue;
+                    }
                     match self.hub.receive(conn, &bytes) {
                         Ok(out) => {
-                            self.hub.store_mut().settle();
-                            self.collect(conn, out, &mut deliveries);
+                            let refused = refuses_a_push(conn, &out);
+                            match self.hub.store_mut().end_frame(!refused) {
+                                Ok(()) => self.collect(conn, out, &mut deliveries),
+                                Err(e) => failure = Some(e.to_string()),
+                            }
                         }
                         Err(e) => failure = Some(e.to_string()),
                     }
@@ -144,9 +173,8 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
 
     fn collect(&mut self, from: ConnId, out: HubOutput, deliveries: &mut Vec<Delivery>) {
         for send in out.sends {
-            if send.to == from && send.frame.len() <= ERROR_FRAME_PEEK {
-                let limits = Limits { max_frame: ERROR_FRAME_PEEK, max_docs: 0 };
-                if let Ok(Message::Error { code, detail, .. }) = wire::decode(&send.frame, &limits) {
+            if send.to == from {
+                if let Some((code, detail, _)) = error_in(&send.frame) {
                     tracing::debug!(conn = from, code = crate::metrics::code_label(code), %detail, "error frame");
                     self.metrics.error(code);
                 }
@@ -194,5 +222,19 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
             tracing::warn!(error = %e, "final snapshots failed; the log still holds everything");
             storage.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_frames_are_recognized_and_nothing_else_is() {
+        let error = wire::encode(&Message::Error { code: ErrorCode::Forbidden, detail: "no".into(), batch: Some(3) });
+        assert_eq!(error_in(&error), Some((ErrorCode::Forbidden, "no".into(), Some(3))));
+        let ack = wire::encode(&Message::Ack { batch: 9, incomplete: vec![] });
+        assert_eq!(error_in(&ack), None);
+        assert_eq!(error_in(&[]), None);
     }
 }

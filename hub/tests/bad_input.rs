@@ -12,7 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use futures_util::SinkExt;
 use tidepool_core::wire::{self, DocData, ErrorCode, Message, Payload, Subscription};
-use tidepool_core::{Key, StoreRef, object};
+use tidepool_core::automerge::ActorId;
+use tidepool_core::{Key, Record, StoreRef, object};
 use tidepool_hub::client::{Client, ClientOptions};
 use tidepool_hub::load::converge;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -140,16 +141,29 @@ async fn broken_frames_get_typed_errors_and_nobody_else_notices() {
     let many = (0..6).map(|i| valid_doc(&todos(), &format!("many-{i}"))).collect();
     send(&mut ws, push(7, &todos(), many)).await;
     assert_eq!(expect_error(&mut ws, ErrorCode::TooManyDocs).await, Some(7));
+    // A change that parses but cannot be applied (its actor reuses a sequence number) behind a
+    // valid document: core has logged the first document when the second fails, and the hub
+    // must still store nothing from the refused batch.
+    let actor = ActorId::from([7u8; 16]);
+    let mut original = Record::new(&todos(), &Key::from("dup"), &actor).expect("record");
+    let first = original.put(&object! { "v" => 1i64 }, 0).expect("put").expect("change");
+    let mut rival = Record::new(&todos(), &Key::from("dup"), &actor).expect("record");
+    let reused = rival.put(&object! { "v" => 2i64 }, 0).expect("put").expect("change");
+    let dup = |bytes: Vec<u8>| DocData { doc: original.id(), key: original.encoded_key().to_vec(), payload: Payload::Changes(vec![bytes]) };
+    send(&mut ws, push(10, &todos(), vec![dup(first.bytes)])).await;
+    assert!(matches!(next(&mut ws).await, Some(Message::Ack { batch: 10, .. })));
+    send(&mut ws, push(11, &todos(), vec![valid_doc(&todos(), "partial"), dup(reused.bytes)])).await;
+    assert_eq!(expect_error(&mut ws, ErrorCode::CorruptData).await, Some(11));
     send(&mut ws, push(8, &todos(), vec![valid_doc(&todos(), "after-errors")])).await;
     assert!(matches!(next(&mut ws).await, Some(Message::Ack { batch: 8, .. })));
     others.still_served().await;
 
     assert!(hub.alive_check());
     let stored: Vec<String> = dump(&hub.data, "app", "todos").iter().map(|l| l["key"].to_string()).collect();
-    for key in ["truncated", "big", "early", "corrupt", "in-corrupt-batch", "garbage", "as-document", "many-0"] {
+    for key in ["truncated", "big", "early", "corrupt", "in-corrupt-batch", "garbage", "as-document", "many-0", "partial"] {
         assert!(!stored.contains(&format!("\"{key}\"")), "{key} was stored: {stored:?}");
     }
-    assert!(stored.contains(&"\"after-errors\"".to_string()));
+    assert!(stored.contains(&"\"after-errors\"".to_string()) && stored.contains(&"\"dup\"".to_string()));
     assert!(hub.metric("tidepool_errors_total{code=\"malformed\"}") >= 3.0);
     assert!(hub.metric("tidepool_errors_total{code=\"corrupt_data\"}") >= 3.0);
     assert!(hub.metric("tidepool_errors_total{code=\"too_large\"}") >= 2.0);

@@ -67,6 +67,21 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.rollback()
     }
 
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        self.alive()?;
+        self.inner.savepoint()
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<(), StorageError> {
+        self.alive()?;
+        self.inner.rollback_to_savepoint()
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        self.alive()?;
+        self.inner.release_savepoint()
+    }
+
     fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError> {
         self.alive()?;
         self.inner.store_meta(store)

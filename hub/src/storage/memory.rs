@@ -23,6 +23,8 @@ pub struct MemoryBackend {
     log: BTreeMap<StoreRef, BTreeMap<u64, LogRow>>,
     /// Present while a transaction is open.
     journal: Option<Vec<Undo>>,
+    /// The journal length at the savepoint.
+    savepoint: Option<usize>,
 }
 
 impl MemoryBackend {
@@ -33,6 +35,7 @@ impl MemoryBackend {
             docs: BTreeMap::new(),
             log: BTreeMap::new(),
             journal: None,
+            savepoint: None,
         }
     }
 
@@ -43,7 +46,13 @@ impl MemoryBackend {
     }
 
     fn undo_all(&mut self) {
-        for undo in self.journal.take().unwrap_or_default().into_iter().rev() {
+        self.savepoint = None;
+        let journal = self.journal.take().unwrap_or_default();
+        self.undo(journal);
+    }
+
+    fn undo(&mut self, entries: Vec<Undo>) {
+        for undo in entries.into_iter().rev() {
             match undo {
                 Undo::Store(store, Some(meta)) => {
                     self.stores.insert(store, meta);
@@ -100,12 +109,30 @@ impl Backend for MemoryBackend {
     }
 
     fn commit(&mut self) -> Result<(), StorageError> {
+        self.savepoint = None;
         self.journal.take().map(|_| ()).ok_or(StorageError::NoTransaction)
     }
 
     fn rollback(&mut self) -> Result<(), StorageError> {
         self.undo_all();
         Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        self.savepoint = Some(self.journal()?.len());
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<(), StorageError> {
+        let mark = self.savepoint.take().ok_or(StorageError::NoTransaction)?;
+        let journal = self.journal()?;
+        let undone = journal.split_off(mark.min(journal.len()));
+        self.undo(undone);
+        Ok(())
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        self.savepoint.take().map(|_| ()).ok_or(StorageError::NoTransaction)
     }
 
     fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError> {

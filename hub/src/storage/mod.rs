@@ -102,6 +102,12 @@ pub trait Backend: Send {
     fn begin(&mut self) -> Result<(), StorageError>;
     fn commit(&mut self) -> Result<(), StorageError>;
     fn rollback(&mut self) -> Result<(), StorageError>;
+    /// Marks the current point of the open transaction (one level: a frame).
+    fn savepoint(&mut self) -> Result<(), StorageError>;
+    /// Undoes every write since [`Backend::savepoint`] and forgets the mark.
+    fn rollback_to_savepoint(&mut self) -> Result<(), StorageError>;
+    /// Keeps the writes since [`Backend::savepoint`] and forgets the mark.
+    fn release_savepoint(&mut self) -> Result<(), StorageError>;
 
     /// The store's log bounds, or `None` if no change was ever written to it.
     fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError>;

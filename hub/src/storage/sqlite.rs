@@ -187,6 +187,23 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        self.conn.execute_batch("SAVEPOINT frame")?;
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<(), StorageError> {
+        // A store created after the savepoint loses its row, and with it its id.
+        self.ids.clear();
+        self.conn.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
+        Ok(())
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        self.conn.execute_batch("RELEASE frame")?;
+        Ok(())
+    }
+
     fn store_meta(&mut self, store: &StoreRef) -> Result<Option<StoreMeta>, StorageError> {
         let row: Option<(i64, i64)> = self
             .conn

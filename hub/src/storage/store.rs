@@ -64,6 +64,15 @@ struct Cached {
 
 type Slot = (StoreRef, DocId);
 
+/// Where a frame started, so its writes can be undone alone.
+#[derive(Debug, Clone, Copy)]
+struct FrameMark {
+    /// A savepoint was set (the transaction was already open); otherwise undoing the frame
+    /// rolls back the transaction it opened, if any.
+    savepoint: bool,
+    stats: StorageStats,
+}
+
 /// Documents and logs over a [`Backend`]; implements core's `HubStore`.
 ///
 /// Transactions are lazy: the first write of a batch begins one and [`Storage::commit`] ends it,
@@ -80,6 +89,7 @@ pub struct Storage<B> {
     metas: HashMap<StoreRef, StoreMeta>,
     touched: HashSet<Slot>,
     in_tx: bool,
+    frame: Option<FrameMark>,
     stats: StorageStats,
     clock: Box<dyn Fn() -> i64 + Send>,
 }
@@ -111,6 +121,7 @@ impl<B: Backend> Storage<B> {
             metas: HashMap::new(),
             touched: HashSet::new(),
             in_tx: false,
+            frame: None,
             stats: StorageStats::default(),
             clock: Box::new(wall_clock_ms),
         }
@@ -180,13 +191,53 @@ impl<B: Backend> Storage<B> {
             }
         }
         self.in_tx = false;
+        self.frame = None;
         self.cache.clear();
         self.metas.clear();
         self.touched.clear();
     }
 
-    /// Forgets documents changed by the last frame without a matching log row (a frame refused
-    /// half way through): their next access reloads what is stored. Call after each frame.
+    /// Starts a frame: its writes can later be kept or undone on their own (see
+    /// [`Storage::end_frame`]) without touching the rest of the open transaction.
+    pub fn begin_frame(&mut self) -> Result<(), StorageError> {
+        let savepoint = self.in_tx;
+        if savepoint {
+            self.backend.savepoint()?;
+        }
+        self.frame = Some(FrameMark { savepoint, stats: self.stats });
+        Ok(())
+    }
+
+    /// Ends a frame. `keep = false` undoes its writes and forgets every document it touched: a
+    /// push refused as a whole must leave nothing behind, even when core had already logged some
+    /// of its documents before refusing the rest.
+    pub fn end_frame(&mut self, keep: bool) -> Result<(), StorageError> {
+        let Some(mark) = self.frame.take() else { return Ok(()) };
+        if keep {
+            if mark.savepoint {
+                self.backend.release_savepoint()?;
+            }
+            self.settle();
+            return Ok(());
+        }
+        if mark.savepoint {
+            self.backend.rollback_to_savepoint()?;
+        } else if self.in_tx {
+            self.backend.rollback()?;
+            self.in_tx = false;
+        }
+        for slot in std::mem::take(&mut self.touched) {
+            self.cache.remove(&slot);
+        }
+        // Heads may have moved inside the frame; reload them from the backend.
+        self.metas.clear();
+        self.stats = StorageStats { evictions: self.stats.evictions, loads: self.stats.loads, ..mark.stats };
+        Ok(())
+    }
+
+    /// Forgets documents changed by the last frame without a matching log row (an edit core
+    /// gave up on half way): their next access reloads what is stored. [`Storage::end_frame`]
+    /// calls it; callers that do not use frames call it after each frame.
     pub fn settle(&mut self) {
         for slot in std::mem::take(&mut self.touched) {
             if let Some(c) = self.cache.peek_mut(&slot) {
