@@ -20,7 +20,7 @@ test-wasm-check:
 	$(CARGO) check -p tidepool-core --target wasm32-unknown-unknown
 
 test-rust:
-	$(CARGO) test --workspace --exclude tidepool-wasm
+	$(CARGO) test --workspace --exclude tidepool-wasm --exclude tidepool-tez-bridge
 
 bench-core:
 	$(CARGO) bench -p tidepool-core --bench core
