@@ -290,3 +290,39 @@ impl AliveCheck for HubProcess {
         self.get("/healthz") == (200, "ok\n".to_string())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_cut_off_and_nobody_waits_for_it() {
+    let dir = TestDir::new();
+    let hub = dir.start(&["--max-queue-bytes", "65536"]);
+    let token = full_token("app");
+    let mut stalled = authed(&hub.url(), &token).await;
+    let subscribe = Message::Subscribe { subscriptions: vec![Subscription { store: todos(), since: None }] };
+    send(&mut stalled, wire::encode(&subscribe)).await;
+    assert!(matches!(next(&mut stalled).await, Some(Message::CaughtUp { .. })));
+
+    // The stalled socket reads nothing while ~9 MB of changes fan out, more than loopback's socket
+    // buffers (a few MB while the receiver does not read) plus the 64 KiB queue allowance.
+    let writer = Arc::new(Client::connect(ClientOptions::new(hub.url(), token.clone())));
+    let watcher = Arc::new(Client::connect(ClientOptions::new(hub.url(), token.clone())));
+    watcher.subscribe(todos());
+    let filler = "x".repeat(100_000);
+    for i in 0..90 {
+        let value = object! { "i" => i as i64, "filler" => format!("{i}{filler}") };
+        writer.put(&todos(), &Key::Number(i as f64), &value).expect("put");
+        if i % 10 == 9 {
+            writer.wait_idle(WAIT).await.expect("the writer is never held up by the stalled reader");
+        }
+    }
+    assert!(converge(&[writer.clone(), watcher.clone()], &todos(), WAIT).await);
+    assert!(hub.metric("tidepool_errors_total{code=\"overloaded\"}") >= 1.0);
+
+    // Reading now, the stalled client finds the backlog it had, then the reason, then the close.
+    let mut reason = None;
+    while let Some(message) = next(&mut stalled).await {
+        if let Message::Error { code, .. } = message {
+            reason = Some(code);
+        }
+    }
+    assert_eq!(reason, Some(ErrorCode::Overloaded));
+}
