@@ -1,0 +1,151 @@
+//! Opening a database: schema, identity, and the in-memory indexes, without loading documents.
+//!
+//! Opening reads the registry (which documents each segment holds), the snapshot keys, the
+//! outbox and the cursors: a handful of requests whatever the number of records, which is what
+//! keeps a cold open of a large database fast.
+
+use std::collections::{BTreeSet, HashMap};
+
+use indexed_db_futures::prelude::*;
+use tidepool_core::automerge::ActorId;
+use tidepool_core::sync::{ClientConfig, ClientEngine};
+use tidepool_core::wire::PeerId;
+use tidepool_core::{DocId, StoreRef};
+use wasm_bindgen::JsValue;
+
+use crate::client::outbox::{OutboxRows, outbox_id};
+use crate::client::{State, cursor_key, decode_cursor};
+use crate::docs::cache::Cache;
+use crate::docs::known::Known;
+use crate::docs::pack;
+use crate::error::Error;
+use crate::idb::{self, ACKS, LAYOUT_VERSION, META, OUTBOX, REGISTRY, SNAPSHOTS, schema, tx};
+use crate::js::global;
+use crate::options::OpenOptions;
+
+const ACTOR: &str = "actor";
+const PEER: &str = "peer";
+const LAYOUT: &str = "layout";
+
+fn console_error(what: &str, detail: &str) {
+    web_sys::console::error_1(&format!("tidepool: {what}: {detail}").into());
+}
+
+/// Keys and values of a whole store, in key order.
+async fn everything(store: &indexed_db_futures::object_store::ObjectStore<'_>) -> Result<Vec<(JsValue, JsValue)>, Error> {
+    let keys = store.get_all_keys::<JsValue>().primitive()?;
+    let values = store.get_all::<JsValue>().primitive()?;
+    let keys: Vec<JsValue> = keys.await?.collect::<Result<_, _>>()?;
+    let values: Vec<JsValue> = values.await?.collect::<Result<_, _>>()?;
+    Ok(keys.into_iter().zip(values).collect())
+}
+
+pub async fn open(options: &OpenOptions) -> Result<State, Error> {
+    let db = schema::open(&options.local_name, &options.stores).await?;
+    let tx = tx::read(&db, &[META, REGISTRY, SNAPSHOTS, OUTBOX, ACKS])?;
+    let meta = tx.object_store(META)?;
+    let get_meta = |key: &str| meta.get::<JsValue, JsValue, _>(JsValue::from_str(key)).primitive();
+    let actor = get_meta(ACTOR)?;
+    let peer = get_meta(PEER)?;
+    let mut cursor_requests = Vec::new();
+    for store in &options.stores {
+        cursor_requests.push((store.name.clone(), get_meta(&cursor_key(&store.name))?));
+    }
+    let registry = tx.object_store(REGISTRY)?;
+    let snapshots = tx.object_store(SNAPSHOTS)?;
+    let outbox = tx.object_store(OUTBOX)?;
+    let acks = tx.object_store(ACKS)?;
+    let snapshot_keys = snapshots.get_all_keys::<JsValue>().primitive()?;
+    let registry_rows = everything(&registry).await?;
+    let outbox_rows = everything(&outbox).await?;
+    let ack_rows = everything(&acks).await?;
+    let snapshot_keys: Vec<JsValue> = snapshot_keys.await?.collect::<Result<_, _>>()?;
+    let actor = actor.await?.as_ref().and_then(idb::to_bytes);
+    let peer = peer.await?.as_ref().and_then(idb::to_bytes);
+    let mut cursors = HashMap::new();
+    for (store, request) in cursor_requests {
+        cursors.insert(store, request.await?.as_ref().and_then(idb::to_bytes).and_then(|b| decode_cursor(&b)));
+    }
+    drop(tx);
+
+    let (actor, peer) = match (actor, peer) {
+        (Some(a), Some(p)) if a.len() == 16 && p.len() == 16 => {
+            let mut peer = [0u8; 16];
+            peer.copy_from_slice(&p);
+            (ActorId::from(a.as_slice()), peer)
+        }
+        _ => {
+            // A new database (or one whose identity was lost): a new actor and peer, as the
+            // protocol requires of a peer that lost its storage.
+            let (actor, peer) = (global::random_id()?, global::random_id()?);
+            let tx = tx::write(&db, &[META])?;
+            let meta = tx.object_store(META)?;
+            meta.put(idb::bytes(&actor)).with_key(JsValue::from_str(ACTOR)).primitive()?;
+            meta.put(idb::bytes(&peer)).with_key(JsValue::from_str(PEER)).primitive()?;
+            meta.put(JsValue::from(LAYOUT_VERSION)).with_key(JsValue::from_str(LAYOUT)).primitive()?;
+            tx::commit(tx).await?;
+            (ActorId::from(&actor[..]), peer)
+        }
+    };
+
+    let mut known = Known::default();
+    for key in &snapshot_keys {
+        let Some((store, key, upto)) = idb::read_snapshot_key(key) else {
+            console_error("ignoring a snapshot row with an unexpected key", &format!("{key:?}"));
+            continue;
+        };
+        let doc = DocId::from_encoded_key(&StoreRef::new(options.name.as_str(), store.as_str()), &key);
+        known.set_snapshot(doc, &store, key, upto);
+    }
+    for (seg, row) in &registry_rows {
+        let (Some(seg), Some((store, data))) = (seg.as_f64(), idb::read_row(row)) else {
+            console_error("ignoring a registry row of unexpected shape", &format!("{seg:?}"));
+            continue;
+        };
+        match pack::decode_registry(&data) {
+            Ok(docs) => known.add_segment(seg as u64, &store, docs.into_iter().map(|(d, k)| (d, k.to_vec()))),
+            Err(e) => console_error(&format!("registry row {seg} does not decode"), &e.to_string()),
+        }
+    }
+
+    let mut config = ClientConfig::new(PeerId(peer), options.token.clone());
+    config.agent = concat!("tidepool-wasm/", env!("CARGO_PKG_VERSION")).into();
+    let mut engine = ClientEngine::new(config);
+    for store in &options.stores {
+        let since = cursors.get(&store.name).copied().flatten();
+        engine.subscribe(StoreRef::new(options.name.as_str(), store.name.as_str()), since);
+    }
+    let acked: HashMap<u64, BTreeSet<u32>> = ack_rows
+        .iter()
+        .filter_map(|(seg, row)| Some((seg.as_f64()? as u64, pack::decode_acks(&idb::to_bytes(row)?).ok()?.into_iter().collect())))
+        .collect();
+    let mut rows = OutboxRows::default();
+    for (seg, row) in &outbox_rows {
+        let (Some(seg), Some((store, data))) = (seg.as_f64().map(|s| s as u64), idb::read_row(row)) else { continue };
+        known.observe_segment(seg);
+        let entries = match pack::decode_pending(&data) {
+            Ok(entries) => entries,
+            Err(e) => {
+                console_error(&format!("outbox row {seg} does not decode; its changes stay local"), &e.to_string());
+                continue;
+            }
+        };
+        let done = acked.get(&seg).cloned().unwrap_or_default();
+        rows.add(seg, entries.iter().map(|e| e.idx), done.iter().copied());
+        let store_ref = StoreRef::new(options.name.as_str(), store.as_str());
+        for entry in entries.into_iter().filter(|e| !done.contains(&e.idx)) {
+            engine.enqueue(outbox_id(seg, entry.idx), store_ref.clone(), entry.doc, entry.key.to_vec(), entry.change.to_vec());
+        }
+    }
+    Ok(State {
+        db,
+        db_name: options.name.clone(),
+        stores: options.stores.clone(),
+        actor,
+        engine,
+        known,
+        cache: Cache::new(super::CACHE_CAPACITY),
+        outbox: rows,
+        cursors,
+    })
+}

@@ -1,0 +1,6 @@
+//! Conversions between JavaScript values and core's types, and the few browser globals used.
+
+pub mod global;
+pub mod key;
+pub mod path;
+pub mod value;

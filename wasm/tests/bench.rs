@@ -1,0 +1,99 @@
+//! Benchmark (run by `make bench-wasm`, not by `make test`): in one Chromium, bulkPut of 10,000
+//! records through Tidepool against raw IndexedDB puts of the same plain values in one
+//! transaction, and the cold open of a 10,000-record database. Prints one `BENCH {json}` line.
+
+mod common;
+
+use common::*;
+use js_sys::{Array, Promise};
+use tidepool_wasm::Tidepool;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const RECORDS: u32 = 10_000;
+const ROUNDS: usize = 3;
+
+#[wasm_bindgen(inline_js = r#"
+export function make_values(n) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push({ title: "todo number " + i, done: i % 2, owner: "user" + (i % 50), rank: i, tags: ["a", "b" + (i % 7)] });
+  }
+  return out;
+}
+export function as_entries(values) { return values.map((v, i) => [i, v]); }
+export async function raw_bulk_put(name, values) {
+  const db = await new Promise((resolve, reject) => {
+    const r = indexedDB.open(name, 1);
+    r.onupgradeneeded = () => r.result.createObjectStore("todos");
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const start = performance.now();
+  const tx = db.transaction("todos", "readwrite");
+  const store = tx.objectStore("todos");
+  for (let i = 0; i < values.length; i++) store.put(values[i], i);
+  await new Promise((resolve, reject) => { tx.oncomplete = resolve; tx.onerror = () => reject(tx.error); tx.onabort = () => reject(tx.error); });
+  const ms = performance.now() - start;
+  db.close();
+  return ms;
+}
+export function now() { return performance.now(); }
+"#)]
+extern "C" {
+    fn make_values(n: u32) -> Array;
+    fn as_entries(values: &Array) -> Array;
+    fn raw_bulk_put(name: &str, values: &Array) -> Promise;
+    fn now() -> f64;
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn options(name: &str) -> JsValue {
+    json(&format!(r#"{{"name": "{name}", "stores": [{{"name": "todos", "indexes": []}}]}}"#))
+}
+
+#[wasm_bindgen_test]
+async fn bench_bulk_put_and_cold_open() {
+    let values = make_values(RECORDS);
+    let entries = as_entries(&values);
+    let (mut raw, mut tidepool, mut cold, mut first_edit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let raw_name = unique("bench-raw");
+        raw.push(ok(raw_bulk_put(&raw_name, &values)).await.as_f64().unwrap());
+        ok(Tidepool::delete_database(raw_name)).await;
+
+        let name = unique("bench-tidepool");
+        let db = open(options(&name)).await;
+        let start = now();
+        ok(db.bulk_put("todos".into(), entries.clone().into())).await;
+        tidepool.push(now() - start);
+        ok(db.close()).await;
+
+        let start = now();
+        let db = open(options(&name)).await;
+        cold.push(now() - start);
+        assert_eq!(get(&db.status(), "pending").as_f64(), Some(f64::from(RECORDS)));
+        let start = now();
+        ok(db.increment("todos".into(), 5000.into(), "rank".into(), 1.0)).await;
+        first_edit.push(now() - start);
+        if round == 0 {
+            let all: Array = ok(db.get_all("todos".into(), None, None)).await.unchecked_into();
+            assert_eq!(all.length(), RECORDS);
+        }
+        ok(db.close()).await;
+        ok(Tidepool::delete_database(name)).await;
+    }
+    let (raw, tidepool, cold, first_edit) = (median(raw), median(tidepool), median(cold), median(first_edit));
+    let line = format!(
+        r#"BENCH {{"records": {RECORDS}, "rounds": {ROUNDS}, "raw_idb_ms": {raw:.0}, "tidepool_bulk_put_ms": {tidepool:.0}, "throughput_vs_raw": {:.2}, "cold_open_ms": {cold:.0}, "first_edit_after_open_ms": {first_edit:.0}}}"#,
+        raw / tidepool
+    );
+    web_sys::console::log_1(&line.into());
+}

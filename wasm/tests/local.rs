@@ -1,0 +1,373 @@
+//! The browser client without a hub, in real Chromium: reads and writes, indexes, reopening,
+//! atomicity, bulk writes, value and key conversion, errors, events, compaction, quarantine.
+
+mod common;
+
+use common::*;
+use js_sys::{Array, Uint8Array};
+use tidepool_wasm::Tidepool;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn todos_options(name: &str) -> JsValue {
+    json(&format!(
+        r#"{{"name": "{name}", "stores": [{{"name": "todos", "indexes": [
+            {{"name": "byDone", "keyPath": "done"}},
+            {{"name": "byOwnerAndRank", "keyPath": ["owner", "rank"]}},
+            {{"name": "byTag", "keyPath": "tags", "multiEntry": true}}
+        ]}}, "notes"]}}"#
+    ))
+}
+
+/// `done` is 0 or 1: booleans are not IndexedDB keys, so a boolean field could not be indexed.
+fn todo(i: u32, done: bool, owner: &str) -> JsValue {
+    let done = u8::from(done);
+    json(&format!(r#"{{"title": "todo {i}", "done": {done}, "owner": "{owner}", "rank": {i}, "tags": ["t{}", "all"]}}"#, i % 3))
+}
+
+#[wasm_bindgen_test]
+async fn put_get_delete_round_trip() {
+    let name = unique("crud");
+    let db = open(todos_options(&name)).await;
+    let value = json(r#"{"title": "milk", "done": false, "n": 3, "f": 1.5, "nested": {"a": [1, "two", null, true]}}"#);
+    set(&value, "when", js_sys::Date::new(&JsValue::from_f64(1_700_000_000_123.0)));
+    set(&value, "bytes", Uint8Array::from(&[1u8, 0, 255][..]));
+    ok(db.put("todos".into(), "t1".into(), value.clone())).await;
+    assert_same(&ok(db.get("todos".into(), "t1".into())).await, &value);
+    // The plain store holds exactly the value, readable by any IndexedDB code.
+    let raw = raw_all(&name, "todos").await;
+    assert_eq!(raw.length(), 1);
+    assert_same(&raw.get(0), &value);
+
+    let changed = json(r#"{"title": "oat milk", "done": true}"#);
+    ok(db.put("todos".into(), "t1".into(), changed.clone())).await;
+    assert_same(&ok(db.get("todos".into(), "t1".into())).await, &changed);
+
+    ok(db.delete("todos".into(), "t1".into())).await;
+    assert!(ok(db.get("todos".into(), "t1".into())).await.is_undefined());
+    assert_eq!(raw_all(&name, "todos").await.length(), 0);
+    assert_consistent(&db, "todos").await;
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn get_all_and_queries_use_the_declared_indexes() {
+    let name = unique("query");
+    let db = open(todos_options(&name)).await;
+    let entries: Array = (0..20u32).map(|i| JsValue::from(Array::of2(&(i as f64).into(), &todo(i, i % 4 == 0, if i < 10 { "ann" } else { "bob" })))).collect();
+    ok(db.bulk_put("todos".into(), entries.into())).await;
+
+    let all: Array = ok(db.get_all("todos".into(), None, None)).await.unchecked_into();
+    assert_eq!(all.length(), 20);
+    let range = web_sys::IdbKeyRange::bound(&5.into(), &9.into()).unwrap();
+    let some: Array = ok(db.get_all("todos".into(), Some(range.into()), None)).await.unchecked_into();
+    assert_eq!(some.length(), 5);
+    assert_eq!(get(&some.get(0), "rank").as_f64(), Some(5.0));
+    let limited: Array = ok(db.get_all("todos".into(), None, Some(3))).await.unchecked_into();
+    assert_eq!(limited.length(), 3);
+    let keys: Array = ok(db.get_all_keys("todos".into(), None, None)).await.unchecked_into();
+    assert_eq!(keys.length(), 20);
+    assert_eq!(keys.get(19).as_f64(), Some(19.0));
+
+    let done: Array = ok(db.query("todos".into(), "byDone".into(), Some(1.into()), None)).await.unchecked_into();
+    assert_eq!(done.length(), 5, "0, 4, 8, 12, 16");
+    let bob_top = web_sys::IdbKeyRange::bound(&Array::of2(&"bob".into(), &15.into()), &Array::of2(&"bob".into(), &100.into())).unwrap();
+    let bob: Array = ok(db.query("todos".into(), "byOwnerAndRank".into(), Some(bob_top.into()), None)).await.unchecked_into();
+    assert_eq!(bob.length(), 5);
+    let tagged: Array = ok(db.query("todos".into(), "byTag".into(), Some("t1".into()), None)).await.unchecked_into();
+    assert_eq!(tagged.length(), 7, "multiEntry index over the tags array");
+
+    assert_eq!(err(db.query("todos".into(), "nope".into(), None, None)).await, "unknown_index");
+    assert_eq!(err(db.get_all("nope".into(), None, None)).await, "unknown_store");
+    assert_eq!(err(db.get_all("todos".into(), Some(json(r#"{"not": "a key"}"#)), None)).await, "bad_range");
+    assert_eq!(err(db.query("todos".into(), "byDone".into(), Some(true.into()), None)).await, "bad_range");
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn reopening_finds_everything_and_keeps_editing() {
+    let name = unique("reopen");
+    let db = open(todos_options(&name)).await;
+    for i in 0..5u32 {
+        ok(db.put("todos".into(), (i as f64).into(), todo(i, false, "ann"))).await;
+    }
+    ok(db.put("notes".into(), "n".into(), json(r#"{"text": "hello", "likes": 1}"#))).await;
+    ok(db.delete("todos".into(), 3.into())).await;
+    ok(db.close()).await;
+    assert_eq!(err(db.get("todos".into(), 1.into())).await, "closed");
+
+    let db = open(todos_options(&name)).await;
+    assert_eq!(ok(db.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length(), 4);
+    assert!(ok(db.get("todos".into(), 3.into())).await.is_undefined());
+    // Edits after reopening load the documents from storage and build on them.
+    ok(db.increment("notes".into(), "n".into(), "likes".into(), 2.0)).await;
+    ok(db.splice_text("notes".into(), "n".into(), "text".into(), 5.0, 0.0, ", world".into())).await;
+    assert_same(&ok(db.get("notes".into(), "n".into())).await, &json(r#"{"text": "hello, world", "likes": 3}"#));
+    let (documents, plain) = assert_consistent(&db, "todos").await;
+    assert_eq!((documents, plain), (4, 4));
+    assert_consistent(&db, "notes").await;
+    ok(db.close()).await;
+
+    let db = open(todos_options(&name)).await;
+    assert_same(&ok(db.get("notes".into(), "n".into())).await, &json(r#"{"text": "hello, world", "likes": 3}"#));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_aborted_transaction_leaves_nothing_behind() {
+    let name = unique("abort");
+    let options = json(&format!(
+        r#"{{"name": "{name}", "stores": [{{"name": "users", "indexes": [{{"name": "byEmail", "keyPath": "email", "unique": true}}]}}]}}"#
+    ));
+    let db = open(options.clone()).await;
+    ok(db.put("users".into(), "a".into(), json(r#"{"email": "a@x"}"#))).await;
+    let segments_before = raw_keys(&name, "_tp_segments").await.length();
+    let outbox_before = raw_keys(&name, "_tp_outbox").await.length();
+
+    // The third entry breaks the unique index: IndexedDB aborts the transaction, and none of the
+    // bulk may survive, neither plain values nor document chunks nor outbox entries.
+    let bulk = json(r#"[["b", {"email": "b@x"}], ["c", {"email": "c@x"}], ["d", {"email": "a@x"}]]"#);
+    assert_eq!(err(db.bulk_put("users".into(), bulk)).await, "constraint");
+    assert_eq!(raw_all(&name, "users").await.length(), 1);
+    assert_eq!(raw_keys(&name, "_tp_segments").await.length(), segments_before);
+    assert_eq!(raw_keys(&name, "_tp_registry").await.length(), segments_before);
+    assert_eq!(raw_keys(&name, "_tp_outbox").await.length(), outbox_before);
+    assert_eq!(get(&db.status(), "pending").as_f64(), Some(1.0), "only the first put waits for the hub");
+
+    // A failed put on an existing record leaves its document as it was.
+    ok(db.put("users".into(), "b".into(), json(r#"{"email": "b@x", "v": 1}"#))).await;
+    assert_eq!(err(db.put("users".into(), "b".into(), json(r#"{"email": "a@x", "v": 2}"#))).await, "constraint");
+    ok(db.put("users".into(), "b".into(), json(r#"{"email": "b@x", "v": 1, "w": 3}"#))).await;
+    assert_same(&ok(db.get("users".into(), "b".into())).await, &json(r#"{"email": "b@x", "v": 1, "w": 3}"#));
+    assert_consistent(&db, "users").await;
+    ok(db.close()).await;
+
+    let db = open(options).await;
+    let (documents, plain) = assert_consistent(&db, "users").await;
+    assert_eq!((documents, plain), (2, 2));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn bulk_put_writes_one_row_per_internal_store() {
+    let name = unique("bulk");
+    let db = open(todos_options(&name)).await;
+    let entries: Array = (0..1000u32)
+        .map(|i| {
+            let entry = js_sys::Object::new();
+            set(&entry, "key", Array::of2(&"k".into(), &(i as f64).into()));
+            set(&entry, "value", todo(i, i % 2 == 0, "ann"));
+            JsValue::from(entry)
+        })
+        .collect();
+    ok(db.bulk_put("todos".into(), entries.into())).await;
+    assert_eq!(raw_all(&name, "todos").await.length(), 1000);
+    assert_eq!(raw_keys(&name, "_tp_segments").await.length(), 1);
+    assert_eq!(raw_keys(&name, "_tp_outbox").await.length(), 1);
+    assert_eq!(get(&db.status(), "pending").as_f64(), Some(1000.0));
+    assert_eq!(ok(db.query("todos".into(), "byDone".into(), Some(0.into()), None)).await.unchecked_into::<Array>().length(), 500);
+    ok(db.close()).await;
+    let db = open(todos_options(&name)).await;
+    assert_eq!(get(&db.status(), "pending").as_f64(), Some(1000.0), "the outbox survives reopening");
+    assert_eq!(assert_consistent(&db, "todos").await, (1000, 1000));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn values_and_keys_round_trip_exactly() {
+    let name = unique("values");
+    let db = open(todos_options(&name)).await;
+    let value = json(r#"{"int": 42, "float": 0.1, "neg": -7, "max": 9007199254740991, "empty": {}, "list": [[], [1, [2]]], "s": "\u00e9\ud83d\ude00"}"#);
+    set(&value, "negzero", JsValue::from_f64(-0.0));
+    set(&value, "huge", big("12345678901234567890").is_bigint().then(|| big("1234567890123456789")).unwrap());
+    set(&value, "buffer", Uint8Array::from(&[9u8, 8][..]).buffer());
+    let mut expected = value.clone();
+    expected = js_sys::Object::assign(&js_sys::Object::new(), expected.unchecked_ref()).into();
+    // An ArrayBuffer is stored as bytes and read back as a Uint8Array.
+    set(&expected, "buffer", Uint8Array::from(&[9u8, 8][..]));
+    ok(db.put("notes".into(), "v".into(), value)).await;
+    assert_same(&ok(db.get("notes".into(), "v".into())).await, &expected);
+
+    let keys = [
+        JsValue::from_f64(-1.5),
+        js_sys::Date::new(&JsValue::from_f64(0.0)).into(),
+        "".into(),
+        Uint8Array::from(&[0u8, 1][..]).buffer().into(),
+        Array::of3(&1.into(), &"a".into(), &Array::of1(&2.into())).into(),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        ok(db.put("notes".into(), key.clone(), (i as f64).into())).await;
+        assert_eq!(ok(db.get("notes".into(), key.clone())).await.as_f64(), Some(i as f64));
+    }
+    let (documents, _) = assert_consistent(&db, "notes").await;
+    assert_eq!(documents, 6);
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_is_refused_with_a_code() {
+    let name = unique("errors");
+    let db = open(todos_options(&name)).await;
+    for bad in [make_map(), make_class_instance(), make_function(), make_symbol(), with_undefined_field(), sparse_array(), JsValue::UNDEFINED] {
+        assert_eq!(err(db.put("notes".into(), "k".into(), bad.clone())).await, "bad_value", "{bad:?}");
+    }
+    let nested = json(r#"{"a": {"b": 1}}"#);
+    set(&get(&nested, "a"), "f", make_function());
+    let thrown = wait(db.put("notes".into(), "k".into(), nested)).await.unwrap_err();
+    let message = get(&thrown, "message").as_string().unwrap();
+    assert!(message.contains("`a.f`"), "the message names the path: {message}");
+    assert_eq!(get(&thrown, "name").as_string().as_deref(), Some("TidepoolError"));
+
+    for bad in [JsValue::from_f64(f64::NAN), json(r#"{"k": 1}"#), JsValue::NULL, true.into()] {
+        assert_eq!(err(db.put("notes".into(), bad, 1.into())).await, "bad_key");
+    }
+    assert_eq!(err(db.put("nope".into(), "k".into(), 1.into())).await, "unknown_store");
+    assert_eq!(err(db.bulk_put("notes".into(), json(r#"[["a", 1], ["b"]]"#))).await, "bad_value");
+    assert_eq!(err(db.bulk_put("notes".into(), json(r#"{"a": 1}"#))).await, "bad_value");
+    assert_eq!(err(db.increment("notes".into(), "missing".into(), "n".into(), 1.0)).await, "not_found");
+    assert_eq!(err(db.increment("notes".into(), "k".into(), "n".into(), 0.5)).await, "bad_value");
+    ok(db.put("notes".into(), "k".into(), json(r#"{"s": "abc", "n": 1}"#))).await;
+    assert_eq!(err(db.increment("notes".into(), "k".into(), "s".into(), 1.0)).await, "wrong_type");
+    assert_eq!(err(db.increment("notes".into(), "k".into(), json("[]"), 1.0)).await, "bad_path");
+    assert_eq!(err(db.splice_text("notes".into(), "k".into(), "s".into(), 2.0, 5.0, "x".into())).await, "out_of_range");
+    assert!(db.subscribe("nope".into(), js_sys::Function::new_no_args("")).is_err());
+    assert_eq!(err(db.when_synced(Some(10))).await, "no_hub");
+    assert_eq!(err(Tidepool::open(json(r#"{"name": "x", "stores": [{"name": "_tp_meta"}]}"#))).await, "bad_options");
+    assert_eq!(err(Tidepool::open(json(r#"{"stores": ["a"]}"#))).await, "bad_options");
+    assert_same(&ok(db.get("notes".into(), "k".into())).await, &json(r#"{"s": "abc", "n": 1}"#));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn counters_and_text_read_back_as_plain_values() {
+    let name = unique("collab");
+    let db = open(todos_options(&name)).await;
+    ok(db.put("notes".into(), "doc".into(), json(r#"{"body": "", "stats": {"views": 0}}"#))).await;
+    ok(db.splice_text("notes".into(), "doc".into(), "body".into(), 0.0, 0.0, "Hello world".into())).await;
+    ok(db.splice_text("notes".into(), "doc".into(), "body".into(), 5.0, 6.0, "!".into())).await;
+    for _ in 0..3 {
+        ok(db.increment("notes".into(), "doc".into(), json(r#"["stats", "views"]"#), 2.0)).await;
+    }
+    assert_same(&ok(db.get("notes".into(), "doc".into())).await, &json(r#"{"body": "Hello!", "stats": {"views": 6}}"#));
+    // Putting the same plain value back changes nothing and creates no outbox entry.
+    let pending = get(&db.status(), "pending").as_f64();
+    ok(db.put("notes".into(), "doc".into(), json(r#"{"body": "Hello!", "stats": {"views": 6}}"#))).await;
+    assert_eq!(get(&db.status(), "pending").as_f64(), pending);
+    assert_consistent(&db, "notes").await;
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn listeners_hear_local_writes() {
+    let name = unique("events");
+    let db = open(todos_options(&name)).await;
+    let seen = Array::new();
+    let sink = seen.clone();
+    let callback = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        sink.push(&event);
+    });
+    let id = db.subscribe("todos".into(), callback.as_ref().unchecked_ref::<js_sys::Function>().clone()).unwrap();
+    ok(db.put("todos".into(), 1.into(), todo(1, false, "ann"))).await;
+    ok(db.put("notes".into(), 1.into(), 1.into())).await;
+    ok(db.bulk_put("todos".into(), json(r#"[[2, {"a": 1}], [3, {"a": 2}]]"#))).await;
+    ok(db.delete("todos".into(), 1.into())).await;
+    assert_eq!(seen.length(), 3, "one event per write, only for the subscribed store");
+    let first = seen.get(0);
+    assert_eq!(get(&first, "origin").as_string().as_deref(), Some("local"));
+    assert_eq!(get(&first, "store").as_string().as_deref(), Some("todos"));
+    let change = get(&first, "changes").unchecked_into::<Array>().get(0);
+    assert_eq!(get(&change, "type").as_string().as_deref(), Some("put"));
+    assert_same(&get(&change, "value"), &todo(1, false, "ann"));
+    assert_eq!(get(&seen.get(1), "changes").unchecked_into::<Array>().length(), 2);
+    let deleted = get(&seen.get(2), "changes").unchecked_into::<Array>().get(0);
+    assert_eq!(get(&deleted, "type").as_string().as_deref(), Some("delete"));
+    assert!(db.unsubscribe(id));
+    ok(db.put("todos".into(), 9.into(), 9.into())).await;
+    assert_eq!(seen.length(), 3);
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn compaction_folds_segments_into_snapshots() {
+    let name = unique("compact");
+    let db = open(todos_options(&name)).await;
+    for round in 0..3u32 {
+        for i in 0..20u32 {
+            ok(db.put("todos".into(), (i as f64).into(), todo(i + round, round % 2 == 0, "ann"))).await;
+        }
+    }
+    assert_eq!(raw_keys(&name, "_tp_segments").await.length(), 60);
+    ok(db.compact()).await;
+    assert_eq!(raw_keys(&name, "_tp_segments").await.length(), 0);
+    assert_eq!(raw_keys(&name, "_tp_snapshots").await.length(), 20);
+    ok(db.put("todos".into(), 0.into(), todo(100, true, "bob"))).await;
+    ok(db.close()).await;
+    let db = open(todos_options(&name)).await;
+    assert_eq!(assert_consistent(&db, "todos").await, (20, 20));
+    assert_same(&ok(db.get("todos".into(), 0.into())).await, &todo(100, true, "bob"));
+    // Snapshots and later segments combine: this edit builds on both.
+    ok(db.increment("todos".into(), 0.into(), "rank".into(), 1.0)).await;
+    assert_eq!(get(&ok(db.get("todos".into(), 0.into())).await, "rank").as_f64(), Some(101.0));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_corrupt_document_is_reported_and_quarantined() {
+    let name = unique("corrupt");
+    let db = open(todos_options(&name)).await;
+    ok(db.put("notes".into(), "n".into(), json(r#"{"count": 1}"#))).await;
+    ok(db.put("notes".into(), "m".into(), json(r#"{"count": 5}"#))).await;
+    ok(db.compact()).await;
+    ok(db.close()).await;
+    // Damage n's snapshot as a failing disk or a buggy extension might.
+    let keys = raw_keys(&name, "_tp_snapshots").await;
+    let victim = keys.iter().find(|k| {
+        let key = k.unchecked_ref::<Array>().get(1);
+        Uint8Array::new(&key).to_vec() == tidepool_core::Key::from("n").encode().unwrap()
+    });
+    let victim = victim.expect("n has a snapshot");
+    ok(raw_put(&name, "_tp_snapshots", &victim, &Uint8Array::from(&b"not automerge"[..]).into())).await;
+
+    let db = open(todos_options(&name)).await;
+    // Reads come from the plain store and still work.
+    assert_same(&ok(db.get("notes".into(), "n".into())).await, &json(r#"{"count": 1}"#));
+    assert_eq!(err(db.increment("notes".into(), "n".into(), "count".into(), 1.0)).await, "corrupt_document");
+    let quarantined = raw_all(&name, "_tp_quarantine").await;
+    assert_eq!(quarantined.length(), 1);
+    let entry = quarantined.get(0);
+    assert_eq!(Uint8Array::new(&get(&entry, "snapshot")).to_vec(), b"not automerge");
+    assert!(get(&entry, "reason").as_string().unwrap().contains("snapshot"));
+    // Other records are untouched.
+    ok(db.increment("notes".into(), "m".into(), "count".into(), 1.0)).await;
+    assert_eq!(get(&ok(db.get("notes".into(), "m".into())).await, "count").as_f64(), Some(6.0));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
+async fn declaring_a_new_index_upgrades_the_database() {
+    let name = unique("upgrade");
+    let db = open_json(&format!(r#"{{"name": "{name}", "stores": ["items"]}}"#)).await;
+    ok(db.put("items".into(), 1.into(), json(r#"{"color": "red"}"#))).await;
+    ok(db.put("items".into(), 2.into(), json(r#"{"color": "blue"}"#))).await;
+    ok(db.close()).await;
+    let db = open_json(&format!(
+        r#"{{"name": "{name}", "stores": [{{"name": "items", "indexes": [{{"name": "byColor", "keyPath": "color"}}]}}, "more"]}}"#
+    ))
+    .await;
+    let red: Array = ok(db.query("items".into(), "byColor".into(), Some("red".into()), None)).await.unchecked_into();
+    assert_eq!(red.length(), 1, "the new index covers records written before it existed");
+    ok(db.put("more".into(), 1.into(), 1.into())).await;
+    ok(db.close()).await;
+    let names: Array = ok(raw_index_names(&name, "items")).await.unchecked_into();
+    assert_eq!(names.length(), 1);
+    // Dropping the index from the declaration removes it; the data stays.
+    let db = open_json(&format!(r#"{{"name": "{name}", "stores": ["items"]}}"#)).await;
+    assert_eq!(ok(db.get_all("items".into(), None, None)).await.unchecked_into::<Array>().length(), 2);
+    ok(db.close()).await;
+    let names: Array = ok(raw_index_names(&name, "items")).await.unchecked_into();
+    assert_eq!(names.length(), 0);
+    ok(Tidepool::delete_database(name.clone())).await;
+}
