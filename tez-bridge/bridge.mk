@@ -13,3 +13,8 @@ test-bridge: tez-jvm
 	cd tez-bridge/jvm && mvn -B -q test
 	$(CARGO) build -p tidepool-hub --bins
 	$(CARGO) test -p tidepool-tez-bridge
+
+BENCH_TARGETS += bench-bridge
+.PHONY: bench-bridge
+bench-bridge: tez-jvm
+	$(CARGO) bench -p tidepool-tez-bridge --bench snapshot

@@ -98,11 +98,11 @@ impl WriteBack {
     }
 
     /// The change that writes `fields` onto `record` as it was at `heads`, or `None` if the
-    /// record already held those values at the snapshot. The record itself is not modified;
+    /// record already held those values at the snapshot. The record's content is not modified;
     /// apply the change (locally or at the hub) to merge it.
     pub fn change(
         &self,
-        record: &Record,
+        record: &mut Record,
         heads: &[ChangeHash],
         fields: &BTreeMap<String, Value>,
         mode: WriteMode,
@@ -110,11 +110,10 @@ impl WriteBack {
         for v in fields.values() {
             v.validate()?;
         }
-        let mut at_snapshot = record.doc().clone();
-        if !at_snapshot.get_missing_deps(heads).is_empty() {
+        if !ReadDoc::get_missing_deps(record.doc(), heads).is_empty() {
             return Err(WriteBackError::UnknownHeads);
         }
-        let mut fork = at_snapshot.fork_at(heads)?;
+        let mut fork = record.doc_mut().fork_at(heads)?;
         fork.set_actor(self.actor(&record.id()));
         let target = match (fork.get(ROOT, VALUE)?, mode) {
             (Some((automerge::Value::Object(ObjType::Map), obj)), _) => obj,

@@ -101,7 +101,7 @@ proptest! {
         let mut user = record(1);
         user.put(&Value::Object(base.clone()), 1).unwrap();
         let snapshot_heads = user.heads();
-        let bridge_copy = user.clone();
+        let mut bridge_copy = user.clone();
 
         // The user edits a field after the snapshot.
         let mut edited = base.clone();
@@ -110,11 +110,11 @@ proptest! {
 
         let wb = WriteBack::new("score-job", run);
         let results: BTreeMap<String, Value> = [("score".to_owned(), result.clone())].into();
-        let first = wb.change(&bridge_copy, &snapshot_heads, &results, WriteMode::Fields).unwrap();
-        let again = wb.change(&bridge_copy, &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        let first = wb.change(&mut bridge_copy, &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        let again = wb.change(&mut bridge_copy, &snapshot_heads, &results, WriteMode::Fields).unwrap();
         prop_assert_eq!(&first, &again);
         // Also from a replica that already has the user's later edit.
-        let from_later = wb.change(&user, &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        let from_later = wb.change(&mut user, &snapshot_heads, &results, WriteMode::Fields).unwrap();
         prop_assert_eq!(&first, &from_later);
 
         if let Some(change) = first {

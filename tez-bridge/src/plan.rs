@@ -39,11 +39,11 @@ pub fn field_changes(
     store: &StoreRef,
     results: &[FieldResult],
     heads: &BTreeMap<DocId, Vec<ChangeHash>>,
-    records: &BTreeMap<DocId, Record>,
+    records: &mut BTreeMap<DocId, Record>,
 ) -> Result<Vec<PlannedChange>, PlanError> {
     let mut out = Vec::with_capacity(results.len());
     for r in results {
-        let (Some(h), Some(record)) = (heads.get(&r.doc), records.get(&r.doc)) else {
+        let (Some(h), Some(record)) = (heads.get(&r.doc), records.get_mut(&r.doc)) else {
             return Err(PlanError::UnknownDoc(r.doc));
         };
         if record.key().ok().as_ref() != Some(&r.key) {
@@ -100,19 +100,19 @@ mod tests {
         user.put(&object! { "title" => "x", "hours" => 2i64 }, 0).unwrap();
         let heads: BTreeMap<_, _> = [(user.id(), user.heads())].into();
         user.put(&object! { "title" => "edited", "hours" => 2i64 }, 1).unwrap();
-        let records: BTreeMap<_, _> = [(user.id(), user.clone())].into();
+        let mut records: BTreeMap<_, _> = [(user.id(), user.clone())].into();
         let results = vec![FieldResult { doc: user.id(), key: Key::from("a"), fields: [("score".into(), Value::Int(4))].into() }];
         let wb = WriteBack::new("score", "run-1");
-        let planned = field_changes(&wb, &store, &results, &heads, &records).unwrap();
-        assert_eq!(planned, field_changes(&wb, &store, &results, &heads, &records).unwrap());
+        let planned = field_changes(&wb, &store, &results, &heads, &mut records).unwrap();
+        assert_eq!(planned, field_changes(&wb, &store, &results, &heads, &mut records).unwrap());
         user.apply(&Payload::Changes(vec![planned[0].bytes.clone()])).unwrap();
         assert_eq!(user.get_plain().unwrap(), Some(object! { "title" => "edited", "hours" => 2i64, "score" => 4i64 }));
         assert_eq!(user.provenance("score").map(|p| p.run), Some("run-1".to_owned()));
 
         let stranger = vec![FieldResult { doc: DocId([0; 16]), key: Key::from("zz"), fields: BTreeMap::new() }];
-        assert!(matches!(field_changes(&wb, &store, &stranger, &heads, &records), Err(PlanError::UnknownDoc(_))));
+        assert!(matches!(field_changes(&wb, &store, &stranger, &heads, &mut records), Err(PlanError::UnknownDoc(_))));
         let wrong_key = vec![FieldResult { doc: user.id(), key: Key::from("b"), fields: BTreeMap::new() }];
-        assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, &records), Err(PlanError::KeyMismatch { .. })));
+        assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, &mut records), Err(PlanError::KeyMismatch { .. })));
     }
 
     #[test]

@@ -316,8 +316,8 @@ async fn write_back(
                 results.extend(output::parse_fields(name, text)?);
             }
             state.results_out = Some(results.len());
-            let (records, _) = link.records(&source);
-            plan::field_changes(&wb, &source, &results, &manifest.heads(), &records)?
+            let (mut records, _) = link.records(&source);
+            plan::field_changes(&wb, &source, &results, &manifest.heads(), &mut records)?
         }
     };
     progress.phase("write-back", &format!("{} changes from {} results", changes.len(), state.results_out.unwrap_or(0)));
