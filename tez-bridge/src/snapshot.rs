@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tidepool_core::automerge::ChangeHash;
 use tidepool_core::wire::Cursor;
 use tidepool_core::{DocId, Key, Record, RecordError, Value};
-use tidepool_hub::json::{key_to_json, value_to_json};
+use tidepool_hub::json::key_to_json;
+
+use crate::jsonl::{JsonKey, JsonValue};
 
 /// One record as the snapshot saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,15 +35,36 @@ impl SnapshotRecord {
 
     /// The record's JSON line (without the newline); `None` for deleted records.
     pub fn json_line(&self) -> Option<String> {
-        let value = self.value.as_ref()?;
-        let line = json!({
-            "key": key_to_json(&self.key),
-            "doc": self.doc.to_hex(),
-            "heads": self.heads.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-            "value": value_to_json(value),
-        });
-        Some(line.to_string())
+        let mut out = Vec::new();
+        self.write_json_line(&mut out, &self.heads_hex()).then_some(())?;
+        String::from_utf8(out).ok()
     }
+
+    fn heads_hex(&self) -> Vec<String> {
+        self.heads.iter().map(|h| h.to_string()).collect()
+    }
+
+    /// Appends the record's JSON line and a newline; false (and nothing written) for deleted
+    /// records.
+    fn write_json_line(&self, out: &mut Vec<u8>, heads: &[String]) -> bool {
+        let Some(value) = &self.value else { return false };
+        let line = Line { key: JsonKey(&self.key), doc: self.doc.to_hex(), heads, value: JsonValue(value) };
+        // Serializing into a Vec cannot fail: no I/O, and every map key is a string.
+        if serde_json::to_writer(&mut *out, &line).is_err() {
+            return false;
+        }
+        out.push(b'\n');
+        true
+    }
+}
+
+/// A snapshot line: `{"key", "doc", "heads", "value"}`.
+#[derive(Serialize)]
+struct Line<'a> {
+    key: JsonKey<'a>,
+    doc: String,
+    heads: &'a [String],
+    value: JsonValue<'a>,
 }
 
 /// One document's entry in the manifest.
@@ -116,12 +138,13 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
     let mut docs = Vec::new();
     let (mut live, mut deleted) = (0, 0);
     // Lines are written in chunks of ~1 MiB so big snapshots stream to HDFS.
-    let mut chunk = String::new();
+    let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
     for r in records {
+        let heads = r.heads_hex();
         let entry = |deleted, unchanged| ManifestDoc {
             doc: r.doc.to_hex(),
             key: key_to_json(&r.key),
-            heads: r.heads.iter().map(|h| h.to_string()).collect(),
+            heads: heads.clone(),
             deleted,
             unchanged,
         };
@@ -134,12 +157,10 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
             // Deleted before the previous snapshot ever saw it: nothing to tell.
             continue;
         }
-        if let Some(line) = r.json_line() {
-            chunk.push_str(&line);
-            chunk.push('\n');
+        if r.write_json_line(&mut chunk, &heads) {
             live += 1;
             if chunk.len() >= 1 << 20 {
-                lines.push(Bytes::from(std::mem::take(&mut chunk)));
+                lines.push(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(1 << 20))));
             }
         } else {
             deleted += 1;
@@ -169,6 +190,7 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
 mod tests {
     use super::*;
     use tidepool_core::automerge::ActorId;
+    use serde_json::json;
     use tidepool_core::{StoreRef, object};
 
     fn rec(key: &str, value: Option<Value>) -> SnapshotRecord {
