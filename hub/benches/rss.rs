@@ -59,10 +59,10 @@ fn generate(data: &Path, docs: usize) -> Result<()> {
         };
         backend.append(&store, &row)?;
         backend.put_snapshot(&store, record.id(), &record.save(), seq)?;
-        if seq % 10_000 == 0 {
+        if seq.is_multiple_of(10_000) {
             backend.commit()?;
             backend.begin()?;
-            if seq % 100_000 == 0 {
+            if seq.is_multiple_of(100_000) {
                 eprintln!("generated {seq} documents in {:.0?}", started.elapsed());
             }
         }
@@ -129,10 +129,10 @@ fn main() -> Result<()> {
                     for n in 0..ops / clients {
                         let i = rand::rng().random_range(0..docs);
                         last = client.put(&store(), &key(i), &object! { "n" => i as i64, "touched" => n as i64 })?.or(last);
-                        if client.pending() > 64 {
-                            if let Some(id) = last {
-                                client.wait_acked(id, Duration::from_secs(300)).await?;
-                            }
+                        if client.pending() > 64
+                            && let Some(id) = last
+                        {
+                            client.wait_acked(id, Duration::from_secs(300)).await?;
                         }
                     }
                     client.wait_idle(Duration::from_secs(300)).await?;

@@ -163,7 +163,7 @@ impl Authorizer for JwtAuthorizer {
 /// How a hub authorizes: signed tokens, or everything for everyone in explicit development mode.
 #[derive(Debug, Clone)]
 pub enum HubAuth {
-    Jwt(JwtAuthorizer),
+    Jwt(Box<JwtAuthorizer>),
     InsecureDev,
 }
 

@@ -59,11 +59,18 @@ pub enum ClientError {
     #[error("invalid key: {0}")]
     Key(#[from] KeyError),
     #[error("record: {0}")]
-    Record(#[from] RecordError),
+    Record(Box<RecordError>),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
     #[error("the client was closed")]
     Closed,
+}
+
+// Boxed to keep every client call's `Result` small; record errors are rare.
+impl From<RecordError> for ClientError {
+    fn from(e: RecordError) -> Self {
+        ClientError::Record(Box::new(e))
+    }
 }
 
 /// A document changed by another peer, with its value just after the change.
@@ -221,7 +228,7 @@ impl Client {
         &self,
         store: &StoreRef,
         key: &Key,
-        edit: impl FnOnce(&mut Record) -> Result<Option<tidepool_core::LocalChange>, RecordError>,
+        edit: impl FnOnce(&mut Record) -> Result<Option<tidepool_core::LocalChange>, ClientError>,
     ) -> Result<Option<OutboxId>, ClientError> {
         let encoded = key.encode()?;
         let doc = DocId::from_encoded_key(store, &encoded);
@@ -240,12 +247,12 @@ impl Client {
 
     /// Writes a record. Returns the change's id, or `None` if the record already held the value.
     pub fn put(&self, store: &StoreRef, key: &Key, value: &Value) -> Result<Option<OutboxId>, ClientError> {
-        self.edit(store, key, |r| r.put(value, now_secs()))
+        self.edit(store, key, |r| Ok(r.put(value, now_secs())?))
     }
 
     /// Deletes a record. Returns `None` if it did not exist.
     pub fn delete(&self, store: &StoreRef, key: &Key) -> Result<Option<OutboxId>, ClientError> {
-        self.edit(store, key, |r| r.delete(now_secs()))
+        self.edit(store, key, |r| Ok(r.delete(now_secs())?))
     }
 
     /// The record's current value as plain data, `None` if it does not exist.

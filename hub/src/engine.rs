@@ -173,11 +173,11 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
 
     fn collect(&mut self, from: ConnId, out: HubOutput, deliveries: &mut Vec<Delivery>) {
         for send in out.sends {
-            if send.to == from {
-                if let Some((code, detail, _)) = error_in(&send.frame) {
-                    tracing::debug!(conn = from, code = crate::metrics::code_label(code), %detail, "error frame");
-                    self.metrics.error(code);
-                }
+            if send.to == from
+                && let Some((code, detail, _)) = error_in(&send.frame)
+            {
+                tracing::debug!(conn = from, code = crate::metrics::code_label(code), %detail, "error frame");
+                self.metrics.error(code);
             }
             deliveries.push(Delivery::Frame { to: send.to, fanout: send.to != from, frame: send.frame });
         }

@@ -181,10 +181,10 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
                 let mut counts: HashMap<usize, u64> = HashMap::new();
                 let mut inflight = VecDeque::new();
                 for _ in 0..ops {
-                    if inflight.len() >= window {
-                        if let Some(id) = inflight.pop_front() {
-                            c.wait_acked(id, Duration::from_secs(120)).await?;
-                        }
+                    if inflight.len() >= window
+                        && let Some(id) = inflight.pop_front()
+                    {
+                        c.wait_acked(id, Duration::from_secs(120)).await?;
                     }
                     let record = rand::rng().random_range(0..records);
                     let key = record_key(record);

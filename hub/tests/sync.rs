@@ -53,6 +53,7 @@ async fn two_clients_converge_through_the_hub() {
 
     let id = a.put(&store(), &Key::from("t1"), &object! { "title" => "milk", "done" => false }).expect("put");
     assert_eq!(a.wait_acked(id.expect("a change"), WAIT).await.expect("ack"), ChangeState::Acked);
+    assert!(converge(&[a.clone(), b.clone()], &store(), WAIT).await, "b sees a's record");
     // Concurrent edits of different fields of the same record merge.
     a.put(&store(), &Key::from("t1"), &object! { "title" => "oat milk", "done" => false }).expect("put");
     b.put(&store(), &Key::from("t1"), &object! { "title" => "milk", "done" => true }).expect("put");

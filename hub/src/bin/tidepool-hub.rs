@@ -144,7 +144,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             "mint a token with: tidepool-hub token --secret-file {} --sub NAME --db DB --read '*' --write '*'",
             path.display()
         );
-        HubAuth::Jwt(JwtAuthorizer::new(&secret))
+        HubAuth::Jwt(Box::new(JwtAuthorizer::new(&secret)))
     };
     let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
         .with_context(|| format!("opening storage in {}", args.data.display()))?;

@@ -38,11 +38,11 @@ pub use store::{Storage, StorageOptions, StorageStats};
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(Box<rusqlite::Error>),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("stored document {doc} does not load: {source}")]
-    Corrupt { doc: DocId, source: RecordError },
+    Corrupt { doc: DocId, source: Box<RecordError> },
     #[error("stored data is malformed: {0}")]
     Malformed(String),
     #[error("storage schema version {found} is not supported (this hub reads {expected})")]
@@ -53,6 +53,13 @@ pub enum StorageError {
     NoTransaction,
     #[error("injected fault: the backend stopped after {0} writes")]
     Injected(u64),
+}
+
+// Boxed: errors travel through every storage call, and rusqlite's error is large.
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Sqlite(Box::new(e))
+    }
 }
 
 /// A store's log bounds.

@@ -13,6 +13,11 @@ use super::{Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, en
 
 const SCHEMA_VERSION: i64 = 1;
 
+/// `log` columns as stored: seq, doc, key, origin, at, changes.
+type RawLogRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
+/// `docs` columns as stored: key, last_seq, snap_seq, snapshot.
+type RawDocRow = (Vec<u8>, i64, i64, Option<Vec<u8>>);
+
 const SCHEMA: &str = "
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE stores (
@@ -157,7 +162,7 @@ impl SqliteBackend {
         Ok(id)
     }
 
-    fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>)> {
+    fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawLogRow> {
         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
     }
 }
@@ -222,7 +227,7 @@ impl Backend for SqliteBackend {
 
     fn doc(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<DocRow>, StorageError> {
         let Some(id) = self.store_id(store)? else { return Ok(None) };
-        let row: Option<(Vec<u8>, i64, i64, Option<Vec<u8>>)> = self
+        let row: Option<RawDocRow> = self
             .conn
             .prepare_cached("SELECT key, last_seq, snap_seq, snapshot FROM docs WHERE store = ?1 AND doc = ?2")?
             .query_row(params![id, doc.0.to_vec()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))

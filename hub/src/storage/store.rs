@@ -185,10 +185,10 @@ impl<B: Backend> Storage<B> {
 
     /// Discards every write since the last commit, and every loaded document with it.
     pub fn abort(&mut self) {
-        if self.in_tx {
-            if let Err(e) = self.backend.rollback() {
-                tracing::warn!(error = %e, "rollback failed; the backend discards the transaction when closed");
-            }
+        if self.in_tx
+            && let Err(e) = self.backend.rollback()
+        {
+            tracing::warn!(error = %e, "rollback failed; the backend discards the transaction when closed");
         }
         self.in_tx = false;
         self.frame = None;
@@ -240,10 +240,10 @@ impl<B: Backend> Storage<B> {
     /// calls it; callers that do not use frames call it after each frame.
     pub fn settle(&mut self) {
         for slot in std::mem::take(&mut self.touched) {
-            if let Some(c) = self.cache.peek_mut(&slot) {
-                if c.record.heads() != c.persisted {
-                    self.cache.remove(&slot);
-                }
+            if let Some(c) = self.cache.peek_mut(&slot)
+                && c.record.heads() != c.persisted
+            {
+                self.cache.remove(&slot);
             }
         }
     }
@@ -268,7 +268,7 @@ impl<B: Backend> Storage<B> {
             let persisted = record.heads();
             return Ok(Cached { record, last_seq: 0, unsnapped: 0, persisted });
         };
-        let corrupt = |source| StorageError::Corrupt { doc, source };
+        let corrupt = |source| StorageError::Corrupt { doc, source: Box::new(source) };
         let mut record = match row.snapshot {
             Some(bytes) => Record::load(store, row.key, &Payload::Document(bytes), &self.actor).map_err(corrupt)?,
             None => Record::with_encoded_key(store, row.key, &self.actor),
@@ -483,10 +483,10 @@ impl<B: Backend> HubStore for Storage<B> {
         if let Some(cached) = self.cache.peek_mut(&slot) {
             return Ok(cached.record.save());
         }
-        if let Some(row) = self.backend.doc(store, doc)? {
-            if let (Some(snapshot), true) = (row.snapshot, row.snap_seq >= row.last_seq) {
-                return Ok(snapshot);
-            }
+        if let Some(row) = self.backend.doc(store, doc)?
+            && let (Some(snapshot), true) = (row.snapshot, row.snap_seq >= row.last_seq)
+        {
+            return Ok(snapshot);
         }
         Ok(self.record(store, doc, key)?.save())
     }
