@@ -266,3 +266,50 @@ fn the_token_command_mints_tokens_the_hub_accepts_and_dump_maps_values_to_json()
         })]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_file_the_hub_creates_one_and_only_insecure_dev_skips_tokens() {
+    let dir = TestDir::new();
+    let data = dir.dir.path().join("fresh");
+    let hub = HubProcess::start(&data, &[]);
+    let secret = data.join("secret");
+    assert!(secret.exists(), "the secret was created in the data directory");
+    assert!(hub.log_text().contains("tidepool-hub token --secret-file"), "{}", hub.log_text());
+    let mut refused = raw(&hub.url()).await;
+    send(&mut refused, hello("dev")).await;
+    expect_error(&mut refused, ErrorCode::Unauthorized).await;
+    let minted = std::process::Command::new(BIN)
+        .args(["token", "--secret-file", secret.to_str().expect("utf-8"), "--sub", "me", "--db", "app", "--write", "*"])
+        .output()
+        .expect("token");
+    let token = String::from_utf8(minted.stdout).expect("utf-8").trim().to_owned();
+    authed(&hub.url(), &token).await;
+    drop(hub);
+
+    let dev = HubProcess::start(&dir.dir.path().join("dev"), &["--insecure-dev"]);
+    authed(&dev.url(), "anything").await;
+}
+
+#[test]
+fn the_load_tool_reports_a_converged_run_as_one_json_line() {
+    let dir = TestDir::new();
+    let hub = dir.start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidepool-load"))
+        .args(["--url", &hub.url(), "--token", &full_token("load")])
+        .args(["--clients", "3", "--records", "10", "--ops", "60"])
+        .output()
+        .expect("run tidepool-load");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["ops"], 60);
+    assert_eq!(report["converged"], true);
+    assert_eq!(report["samples"], 60, "every write was seen by every other client");
+    for field in ["seconds", "ops_per_s", "p50_ms", "p99_ms"] {
+        assert!(report[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {report}");
+    }
+    assert!(report["p99_ms"].as_f64() >= report["p50_ms"].as_f64());
+    let records = dump(&hub.data, "load", "records").len();
+    assert!((1..=10).contains(&records), "{records} records");
+}
