@@ -9,11 +9,12 @@
 //!
 //! This module is synchronous and owns no threads or sockets, so tests drive it directly.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use tidepool_core::sync::{Authorizer, ConnId, Hub, HubConfig, HubOutput};
+use tidepool_core::sync::{Authorizer, ConnId, Hub, HubConfig, HubError, HubOutput};
 use tidepool_core::wire::{self, ErrorCode, Limits, Message};
 
 use crate::metrics::Metrics;
@@ -122,7 +123,11 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                         failure = Some(e.to_string());
                         continue;
                     }
-                    match self.hub.receive(conn, &bytes) {
+                    // A panic deep in a dependency must cost this batch, not the hub: the batch
+                    // is rolled back like after a storage error and the process keeps serving.
+                    let received = std::panic::catch_unwind(AssertUnwindSafe(|| self.hub.receive(conn, &bytes)));
+                    let received = received.unwrap_or_else(|_| Err(HubError("panic while handling a frame".into())));
+                    match received {
                         Ok(out) => {
                             let refused = refuses_a_push(conn, &out);
                             match self.hub.store_mut().end_frame(!refused) {

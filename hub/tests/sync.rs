@@ -313,3 +313,19 @@ fn the_load_tool_reports_a_converged_run_as_one_json_line() {
     let records = dump(&hub.data, "load", "records").len();
     assert!((1..=10).contains(&records), "{records} records");
 }
+
+#[test]
+fn a_second_hub_on_the_same_data_directory_refuses_to_start() {
+    let dir = TestDir::new();
+    let mut first = dir.start(&[]);
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", dir.data().to_str().expect("utf-8")])
+        .args(["--secret-file", dir.secret().to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another hub is running"));
+    // A killed hub leaves no stale lock behind.
+    first.kill9();
+    let _second = dir.start(&[]);
+}

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 const DB_FILE: &str = "hub.sqlite";
 const SECRET_FILE: &str = "secret";
+const LOCK_FILE: &str = "hub.lock";
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-hub", version, about = "Tidepool's sync hub")]
@@ -146,6 +147,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         HubAuth::Jwt(Box::new(JwtAuthorizer::new(&secret)))
     };
+    // Two hubs on one data directory would each trust their own cache; the second must not start.
+    // The kernel drops the lock with the process, however it ends.
+    let lock_path = args.data.join(LOCK_FILE);
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another hub is running on {}", args.data.display());
+    }
     let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
         .with_context(|| format!("opening storage in {}", args.data.display()))?;
     let storage = Storage::new(
@@ -176,6 +184,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         tokio::spawn(signals(shutdown.clone()));
         server::run(listener, storage, auth, options, shutdown).await?;
         tracing::info!("hub stopped");
+        drop(lock);
         Ok(())
     })
 }
