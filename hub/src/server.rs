@@ -1,6 +1,7 @@
 //! The HTTP side: `/v1/sync` (WebSocket), `/healthz`, `/metrics` and optional static files, with
 //! a connection limit and graceful shutdown (stop accepting, drain, close cleanly, last commit).
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -175,12 +176,18 @@ where
         max_queue_bytes: options.max_queue_bytes,
         compact_budget: options.compact_budget,
     };
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
     let alive = storage_alive.clone();
+    let stop_everything = shutdown.clone();
     std::thread::Builder::new().name("tidepool-storage".into()).spawn(move || {
-        actor::run(engine, rx, actor_options);
+        let clean = std::panic::catch_unwind(AssertUnwindSafe(|| actor::run(engine, rx, actor_options))).is_ok();
         alive.store(false, Relaxed);
-        let _ = done_tx.send(());
+        if !clean {
+            // Without its storage the hub can only refuse; stop, so a supervisor restarts it.
+            tracing::error!("the storage actor panicked; shutting down");
+            stop_everything.cancel();
+        }
+        let _ = done_tx.send(clean);
     })?;
 
     let ticker = tokio::spawn({
@@ -231,6 +238,8 @@ where
     let _ = tx.send(Command::Stop).await;
     drop(tx);
     drop(app);
-    let _ = done_rx.await;
-    Ok(())
+    match done_rx.await {
+        Ok(true) => Ok(()),
+        _ => Err(std::io::Error::other("the storage actor stopped abnormally")),
+    }
 }
