@@ -53,7 +53,7 @@ test-wasm-sync: wasm-deps
 wasm-pkg: wasm-deps
 	$(WASM_RELEASE_ENV) $(CARGO) build -p tidepool-wasm --release $(WASM_CARGO_TARGET)
 	rm -rf wasm/pkg
-	wasm-bindgen --target web --out-dir wasm/pkg $(WASM_TARGET_DIR)/wasm32-unknown-unknown/release/tidepool_wasm.wasm
+	wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir wasm/pkg $(WASM_TARGET_DIR)/wasm32-unknown-unknown/release/tidepool_wasm.wasm
 	@raw=$$(wc -c < wasm/pkg/tidepool_wasm_bg.wasm); gz=$$(gzip -9 -c wasm/pkg/tidepool_wasm_bg.wasm | wc -c); \
 	  echo "wasm bundle: $$raw bytes raw, $$gz bytes gzip -9 (wasm/pkg/tidepool_wasm_bg.wasm)"
 

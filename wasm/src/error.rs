@@ -42,6 +42,8 @@ pub enum Error {
     NoHub,
     #[error("the database is closed")]
     Closed,
+    #[error("{0} is open elsewhere in this browser (another tab or instance); close it first")]
+    InUse(String),
     #[error("timed out after {0} ms")]
     Timeout(u32),
     #[error("IndexedDB failed: {0}")]
@@ -70,6 +72,7 @@ impl Error {
             Error::AuthRejected => "auth_rejected",
             Error::NoHub => "no_hub",
             Error::Closed => "closed",
+            Error::InUse(_) => "in_use",
             Error::Timeout(_) => "timeout",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",

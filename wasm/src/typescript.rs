@@ -64,7 +64,7 @@ export type TidepoolErrorCode =
   | "bad_options" | "bad_value" | "bad_key" | "bad_path" | "bad_range"
   | "unknown_store" | "unknown_index" | "not_found" | "wrong_type" | "out_of_range"
   | "constraint" | "quota_exceeded" | "corrupt_document" | "auth_rejected" | "no_hub"
-  | "closed" | "timeout" | "storage" | "internal";
+  | "closed" | "in_use" | "timeout" | "storage" | "internal";
 
 /** Every rejection and throw from Tidepool is an Error named "TidepoolError" with a code. */
 export interface TidepoolError extends Error {

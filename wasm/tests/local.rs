@@ -347,6 +347,18 @@ async fn a_corrupt_document_is_reported_and_quarantined() {
 }
 
 #[wasm_bindgen_test]
+async fn a_database_opens_once_at_a_time() {
+    let name = unique("once");
+    let first = open(todos_options(&name)).await;
+    assert_eq!(err(Tidepool::open(todos_options(&name))).await, "in_use");
+    ok(first.put("notes".into(), 1.into(), 1.into())).await;
+    ok(first.close()).await;
+    let second = open(todos_options(&name)).await;
+    assert_eq!(ok(second.get("notes".into(), 1.into())).await.as_f64(), Some(1.0));
+    ok(second.close()).await;
+}
+
+#[wasm_bindgen_test]
 async fn declaring_a_new_index_upgrades_the_database() {
     let name = unique("upgrade");
     let db = open_json(&format!(r#"{{"name": "{name}", "stores": ["items"]}}"#)).await;

@@ -187,6 +187,12 @@ async fn going_offline_and_back_resumes_from_the_cursor() {
     let db = unique("resume");
     let a = open(client(&db, &format!("{db}-a"), true)).await;
     let b = open(client(&db, &format!("{db}-b"), true)).await;
+    let statuses = Array::new();
+    let sink = statuses.clone();
+    let on_status = Closure::<dyn FnMut(JsValue)>::new(move |status: JsValue| {
+        sink.push(&status);
+    });
+    b.on_status(on_status.as_ref().unchecked_ref::<js_sys::Function>().clone());
     synced(&a).await;
     synced(&b).await;
     b.set_online(false).unwrap();
@@ -203,6 +209,14 @@ async fn going_offline_and_back_resumes_from_the_cursor() {
             && ok(b.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length() == 6
     })
     .await;
+    // Status events told the app about each step: online, offline with a pending change, synced.
+    let seen: Vec<(String, f64, bool)> = statuses
+        .iter()
+        .map(|s| (get(&s, "connection").as_string().unwrap(), get(&s, "pending").as_f64().unwrap(), get(&s, "synced").as_bool().unwrap()))
+        .collect();
+    assert!(seen.iter().any(|(c, _, synced)| c == "online" && *synced), "{seen:?}");
+    assert!(seen.iter().any(|(c, pending, _)| c == "offline" && *pending == 1.0), "{seen:?}");
+    assert_eq!(seen.last().map(|(c, p, synced)| (c.as_str(), *p, *synced)), Some(("online", 0.0, true)), "{seen:?}");
     ok(a.close()).await;
     ok(b.close()).await;
 }

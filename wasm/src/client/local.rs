@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use indexed_db_futures::prelude::*;
+use indexed_db_futures::transaction::Transaction;
 use tidepool_core::{DocId, Key, LocalChange, PathSegment, Record, Value};
 use wasm_bindgen::JsValue;
 
@@ -55,16 +56,28 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
     }
 
     let time = global::now_seconds();
+    // The transaction opens before the edits, so the browser stores each plain value while the
+    // next record's change is computed: IndexedDB's work overlaps with Automerge's.
+    let tx = tx::write(&state.db, &[store, SEGMENTS, REGISTRY, OUTBOX])?;
+    let plain = tx.object_store(store)?;
     let mut changes: Vec<(usize, LocalChange)> = Vec::new();
     let mut written = Vec::with_capacity(edits.len());
     let mut touched: HashSet<DocId> = HashSet::new();
+    let mut failure = None;
     for (i, ((_, edit), target)) in edits.into_iter().zip(&targets).enumerate() {
         touched.insert(target.doc);
         let record = match state.cache.get_mut(&target.doc) {
             Some(record) => record,
             None => state.cache.insert(target.doc, Record::with_encoded_key(&store_ref, target.encoded.clone(), &state.actor)),
         };
-        match apply(record, edit, time) {
+        let outcome = apply(record, edit, time).and_then(|(change, value)| {
+            match &value {
+                Some(value) => drop(plain.put(value.clone()).with_key(target.js_key.clone()).primitive()?),
+                None => drop(plain.delete(target.js_key.clone()).primitive()?),
+            }
+            Ok((change, value))
+        });
+        match outcome {
             Ok((change, value)) => {
                 if let Some(change) = change {
                     changes.push((i, change));
@@ -72,14 +85,26 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
                 written.push(Written { key: target.js_key.clone(), value });
             }
             Err(e) => {
-                state.evict(touched);
-                return Err(e);
+                failure = Some(e);
+                break;
             }
         }
     }
-
-    let segment = (!changes.is_empty()).then(|| state.known.allocate_segment());
-    if let Err(e) = persist(state, store, &targets, &changes, &written, segment).await {
+    let segment = (failure.is_none() && !changes.is_empty()).then(|| state.known.allocate_segment());
+    let staged = match (failure, segment) {
+        (Some(e), _) => Err(e),
+        (None, Some(segment)) => write_rows(&tx, store, &targets, &changes, segment),
+        (None, None) => Ok(()),
+    };
+    let result = match staged {
+        Ok(()) => tx::commit(tx).await,
+        Err(e) => {
+            // Dropping the transaction aborts it: nothing of this write is stored.
+            drop(tx);
+            Err(e)
+        }
+    };
+    if let Err(e) = result {
         state.evict(touched);
         return Err(e);
     }
@@ -127,43 +152,27 @@ fn plain(record: &Record) -> Result<Option<JsValue>, Error> {
     Ok(record.get_plain()?.map(|v| js_value::to_js(&v)))
 }
 
-async fn persist(
-    state: &State,
-    store: &str,
-    targets: &[Target],
-    changes: &[(usize, LocalChange)],
-    written: &[Written],
-    segment: Option<u64>,
-) -> Result<(), Error> {
-    let tx = tx::write(&state.db, &[store, SEGMENTS, REGISTRY, OUTBOX])?;
-    let plain = tx.object_store(store)?;
-    for w in written {
-        match &w.value {
-            Some(value) => drop(plain.put(value.clone()).with_key(w.key.clone()).primitive()?),
-            None => drop(plain.delete(w.key.clone()).primitive()?),
-        }
-    }
-    if let Some(segment) = segment {
-        let id = JsValue::from_f64(segment as f64);
-        let chunks = pack::encode_chunks(changes.iter().map(|(i, c)| Chunk {
-            doc: targets[*i].doc,
-            key: &targets[*i].encoded,
-            kind: ChunkKind::Change,
-            bytes: &c.bytes,
-        }));
-        let mut seen = HashSet::new();
-        let registry = pack::encode_registry(
-            changes.iter().map(|(i, _)| &targets[*i]).filter(|t| seen.insert(t.doc)).map(|t| (t.doc, t.encoded.as_slice())),
-        );
-        let pending = pack::encode_pending(changes.iter().enumerate().map(|(idx, (i, c))| Pending {
-            idx: idx as u32,
-            doc: targets[*i].doc,
-            key: &targets[*i].encoded,
-            change: &c.bytes,
-        }));
-        tx.object_store(SEGMENTS)?.put(idb::row(store, &chunks)).with_key(id.clone()).primitive()?;
-        tx.object_store(REGISTRY)?.put(idb::row(store, &registry)).with_key(id.clone()).primitive()?;
-        tx.object_store(OUTBOX)?.put(idb::row(store, &pending)).with_key(id).primitive()?;
-    }
-    tx::commit(tx).await
+/// The segment, registry and outbox rows of one write.
+fn write_rows(tx: &Transaction<'_>, store: &str, targets: &[Target], changes: &[(usize, LocalChange)], segment: u64) -> Result<(), Error> {
+    let id = JsValue::from_f64(segment as f64);
+    let chunks = pack::encode_chunks(changes.iter().map(|(i, c)| Chunk {
+        doc: targets[*i].doc,
+        key: &targets[*i].encoded,
+        kind: ChunkKind::Change,
+        bytes: &c.bytes,
+    }));
+    let mut seen = HashSet::new();
+    let registry = pack::encode_registry(
+        changes.iter().map(|(i, _)| &targets[*i]).filter(|t| seen.insert(t.doc)).map(|t| (t.doc, t.encoded.as_slice())),
+    );
+    let pending = pack::encode_pending(changes.iter().enumerate().map(|(idx, (i, c))| Pending {
+        idx: idx as u32,
+        doc: targets[*i].doc,
+        key: &targets[*i].encoded,
+        change: &c.bytes,
+    }));
+    tx.object_store(SEGMENTS)?.put(idb::row(store, &chunks)).with_key(id.clone()).primitive()?;
+    tx.object_store(REGISTRY)?.put(idb::row(store, &registry)).with_key(id.clone()).primitive()?;
+    tx.object_store(OUTBOX)?.put(idb::row(store, &pending)).with_key(id).primitive()?;
+    Ok(())
 }

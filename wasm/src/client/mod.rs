@@ -24,6 +24,8 @@ use crate::docs::cache::Cache;
 use crate::docs::known::Known;
 use crate::docs::load;
 use crate::error::Error;
+use crate::js::lock::Lock;
+use wasm_bindgen::closure::Closure;
 use crate::options::StoreSpec;
 use outbox::OutboxRows;
 
@@ -42,6 +44,11 @@ pub struct State {
     pub outbox: OutboxRows,
     /// The cursor persisted for each store: what a resubscription after a failure starts from.
     pub cursors: HashMap<String, Option<Cursor>>,
+    /// Held while open; see `js::lock`.
+    pub _lock: Option<Lock>,
+    /// Closes the connection when another connection needs a version change (a schema upgrade
+    /// or a deletion), which would otherwise wait for this one forever.
+    pub _on_version_change: Closure<dyn FnMut()>,
 }
 
 impl State {

@@ -11,7 +11,9 @@ use tidepool_core::automerge::ActorId;
 use tidepool_core::sync::{ClientConfig, ClientEngine};
 use tidepool_core::wire::PeerId;
 use tidepool_core::{DocId, StoreRef};
-use wasm_bindgen::JsValue;
+use indexed_db_futures::internals::SystemRepr;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::client::outbox::{OutboxRows, outbox_id};
 use crate::client::{State, cursor_key, decode_cursor};
@@ -20,7 +22,7 @@ use crate::docs::known::Known;
 use crate::docs::pack;
 use crate::error::Error;
 use crate::idb::{self, ACKS, LAYOUT_VERSION, META, OUTBOX, REGISTRY, SNAPSHOTS, schema, tx};
-use crate::js::global;
+use crate::js::{global, lock};
 use crate::options::OpenOptions;
 
 const ACTOR: &str = "actor";
@@ -41,7 +43,15 @@ async fn everything(store: &indexed_db_futures::object_store::ObjectStore<'_>) -
 }
 
 pub async fn open(options: &OpenOptions) -> Result<State, Error> {
+    let lock = lock::acquire(&options.local_name).await?;
     let db = schema::open(&options.local_name, &options.stores).await?;
+    let connection: web_sys::IdbDatabase = db.as_sys().clone().unchecked_into();
+    let on_version_change = Closure::<dyn FnMut()>::new(move || {
+        web_sys::console::warn_1(&"tidepool: another connection is upgrading or deleting this database; closing".into());
+        connection.close();
+    });
+    let sys: &web_sys::IdbDatabase = db.as_sys().unchecked_ref();
+    sys.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
     let tx = tx::read(&db, &[META, REGISTRY, SNAPSHOTS, OUTBOX, ACKS])?;
     let meta = tx.object_store(META)?;
     let get_meta = |key: &str| meta.get::<JsValue, JsValue, _>(JsValue::from_str(key)).primitive();
@@ -147,5 +157,7 @@ pub async fn open(options: &OpenOptions) -> Result<State, Error> {
         cache: Cache::new(super::CACHE_CAPACITY),
         outbox: rows,
         cursors,
+        _lock: lock,
+        _on_version_change: on_version_change,
     })
 }

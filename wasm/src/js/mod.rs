@@ -2,5 +2,6 @@
 
 pub mod global;
 pub mod key;
+pub mod lock;
 pub mod path;
 pub mod value;
