@@ -194,7 +194,8 @@ async fn write<S>(
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
     let timeout = ctx.limits.idle_timeout;
-    let mut ping = tokio::time::interval(timeout / 3);
+    // Three pings per idle period: a peer that answers any of them stays connected.
+    let mut ping = tokio::time::interval((timeout / 3).max(std::time::Duration::from_millis(10)));
     ping.reset();
     'outer: loop {
         let next = tokio::select! {

@@ -260,6 +260,7 @@ pub async fn converge(clients: &[Arc<Client>], store: &StoreRef, timeout: Durati
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Comparing every replica is not free; do not let the check compete with the sync.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -122,6 +122,12 @@ fn main() -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    if args.idle_timeout < Duration::from_secs(1) {
+        bail!("--idle-timeout must be at least 1s");
+    }
+    if args.max_frame < 4096 {
+        bail!("--max-frame must be at least 4096 bytes");
+    }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let auth = if args.insecure_dev {
         if args.secret_file.is_some() {
