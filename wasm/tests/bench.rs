@@ -1,6 +1,7 @@
 //! Benchmark (run by `make bench-wasm`, not by `make test`): in one Chromium, bulkPut of 10,000
 //! records through Tidepool against raw IndexedDB puts of the same plain values in one
 //! transaction, and the cold open of a 10,000-record database. Prints one `BENCH {json}` line.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The browser client against a real hub (started by `make test-wasm`, its URL baked in at
 //! compile time): offline edits on two clients converge, events carry their origin, the outbox
 //! survives reopening, a refused token is reported, a quarantined document comes back.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
@@ -22,7 +23,10 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn hub() -> &'static str {
-    option_env!("TIDEPOOL_HUB_URL").expect("TIDEPOOL_HUB_URL is set by `make test-wasm`, which starts a hub")
+    match option_env!("TIDEPOOL_HUB_URL") {
+        Some(url) => url,
+        None => panic!("TIDEPOOL_HUB_URL is set by `make test-wasm`, which starts a hub"),
+    }
 }
 
 fn client(db: &str, local: &str, online: bool) -> JsValue {

@@ -62,11 +62,11 @@ impl OutboxRows {
         let mut touched = BTreeSet::new();
         for id in ids {
             let (segment, idx) = split(*id);
-            if let Some(row) = self.rows.get_mut(&segment) {
-                if row.waiting.remove(&idx) {
-                    row.acked.insert(idx);
-                    touched.insert(segment);
-                }
+            if let Some(row) = self.rows.get_mut(&segment)
+                && row.waiting.remove(&idx)
+            {
+                row.acked.insert(idx);
+                touched.insert(segment);
             }
         }
         touched

@@ -60,6 +60,8 @@ impl<'a> EngineDocs<'a> {
         self.touched.insert(doc, before);
     }
 
+    // The error type is the engine's trait's, core's `RecordError`.
+    #[allow(clippy::result_large_err)]
     fn check_loaded(&mut self, doc: DocId) -> Result<(), RecordError> {
         if self.known.contains(&doc) && !self.cache.contains(&doc) {
             self.unloaded.push(doc);
@@ -76,10 +78,8 @@ impl ClientDocs for EngineDocs<'_> {
         self.note(doc);
         if let Some(record) = self.cache.get_mut(&doc) {
             let changed = record.apply(payload)?;
-            if changed {
-                if let Some(before) = self.touched.get_mut(&doc) {
-                    before.created_from = None;
-                }
+            if changed && let Some(before) = self.touched.get_mut(&doc) {
+                before.created_from = None;
             }
             return Ok(changed);
         }
@@ -108,13 +108,14 @@ impl ClientDocs for EngineDocs<'_> {
     fn list(&mut self, store: &StoreRef) -> Vec<(DocId, Vec<u8>)> {
         let mut docs = self.known.docs_of(&store.store);
         for (doc, before) in &self.touched {
-            if before.heads.is_none() && !self.known.contains(doc) {
-                if let Some(record) = self.cache.get_mut(doc) {
-                    let key = record.encoded_key().to_vec();
-                    // Ids derive from (store, key): this is how a record tells its store.
-                    if DocId::from_encoded_key(store, &key) == *doc {
-                        docs.push((*doc, key));
-                    }
+            if before.heads.is_none()
+                && !self.known.contains(doc)
+                && let Some(record) = self.cache.get_mut(doc)
+            {
+                let key = record.encoded_key().to_vec();
+                // Ids derive from (store, key): this is how a record tells its store.
+                if DocId::from_encoded_key(store, &key) == *doc {
+                    docs.push((*doc, key));
                 }
             }
         }

@@ -77,10 +77,10 @@ pub async fn load(db: &Database, db_name: &str, known: &Known, actor: &ActorId, 
     for (seg, row) in &rows {
         let Some(data) = row else {
             for doc in &wanted {
-                if known.get(doc).is_some_and(|s| s.segments.contains(seg)) {
-                    if let Some(p) = parts.get_mut(doc) {
-                        p.problem = Some(format!("segment {seg} is missing"));
-                    }
+                if known.get(doc).is_some_and(|s| s.segments.contains(seg))
+                    && let Some(p) = parts.get_mut(doc)
+                {
+                    p.problem = Some(format!("segment {seg} is missing"));
                 }
             }
             continue;
@@ -88,19 +88,19 @@ pub async fn load(db: &Database, db_name: &str, known: &Known, actor: &ActorId, 
         match pack::decode_chunks(data) {
             Ok(chunks) => {
                 for chunk in chunks {
-                    if let Some(p) = parts.get_mut(&chunk.doc) {
-                        if known.get(&chunk.doc).is_some_and(|s| s.segments.contains(seg)) {
-                            p.chunks.push((chunk.kind, chunk.bytes.to_vec()));
-                        }
+                    if let Some(p) = parts.get_mut(&chunk.doc)
+                        && known.get(&chunk.doc).is_some_and(|s| s.segments.contains(seg))
+                    {
+                        p.chunks.push((chunk.kind, chunk.bytes.to_vec()));
                     }
                 }
             }
             Err(e) => {
                 for doc in &wanted {
-                    if known.get(doc).is_some_and(|s| s.segments.contains(seg)) {
-                        if let Some(p) = parts.get_mut(doc) {
-                            p.problem = Some(format!("segment {seg} does not decode: {e}"));
-                        }
+                    if known.get(doc).is_some_and(|s| s.segments.contains(seg))
+                        && let Some(p) = parts.get_mut(doc)
+                    {
+                        p.problem = Some(format!("segment {seg} does not decode: {e}"));
                     }
                 }
             }

@@ -1,5 +1,5 @@
 //! Helpers shared by the browser tests: promises, JSON-built values, raw IndexedDB access.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use js_sys::{Array, Promise, Reflect};
 use tidepool_wasm::Tidepool;
