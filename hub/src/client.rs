@@ -419,6 +419,9 @@ impl Client {
     }
 }
 
+/// How long a session must last to count as healthy for the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(2);
+
 /// Connects, runs a session, backs off, and again, for as long as the client is online.
 async fn run(shared: Arc<Shared>) {
     let options = shared.options.clone();
@@ -434,9 +437,12 @@ async fn run(shared: Arc<Shared>) {
             .max_message_size(Some(options.max_frame + 1024))
             .max_frame_size(Some(options.max_frame + 1024));
         let connecting = tokio_tungstenite::connect_async_with_config(options.url.as_str(), Some(config), true);
+        let started = Instant::now();
         match tokio::time::timeout(options.connect_timeout, connecting).await {
             Ok(Ok((ws, _))) => {
-                if session(&shared, ws, &mut online).await {
+                // Only a session that lasted resets the backoff: one the hub ends at once (e.g.
+                // refusing the same frame again and again) must not turn into a reconnect storm.
+                if session(&shared, ws, &mut online).await && started.elapsed() >= STABLE_SESSION {
                     backoff = options.min_backoff;
                 }
             }
