@@ -188,3 +188,27 @@ impl RunFs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_runs_write_rename_and_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RunFs::open(tmp.path().to_str().unwrap()).unwrap();
+        assert_eq!(fs.default_fs(), "file:///");
+        fs.write("job/.tmp-r1/input/part-00000.jsonl", [Bytes::from_static(b"{}\n")]).await.unwrap();
+        fs.rename("job/.tmp-r1", "job/r1").await.unwrap();
+        assert!(fs.exists("job/r1/input/part-00000.jsonl").await.unwrap());
+        assert_eq!(fs.read("job/r1/input/part-00000.jsonl").await.unwrap(), Bytes::from_static(b"{}\n"));
+        assert_eq!(fs.list("job").await.unwrap(), vec!["r1".to_owned()]);
+        assert!(fs.uri("job/r1").starts_with("file:///"));
+        // A run directory appears once: renaming onto it fails.
+        fs.mkdirs("job/.tmp-r1").await.unwrap();
+        assert!(fs.rename("job/.tmp-r1", "job/r1").await.is_err());
+        fs.delete("job/r1").await.unwrap();
+        assert!(!fs.exists("job/r1").await.unwrap());
+        assert!(RunFs::open("hdfs://no-path").is_err());
+    }
+}
