@@ -136,3 +136,53 @@ fn push_with_missing_dependencies_is_repaired_by_sync() {
     assert_eq!(hub.store().values(&store), docs.values(&store));
     assert_eq!(hub.store().values(&store).len(), 1);
 }
+
+#[test]
+fn a_change_larger_than_the_hub_allows_is_refused_locally_not_pushed_forever() {
+    let store = StoreRef::new("app", "todos");
+    let mut docs = MemoryClientDocs::new(ActorId::from([8u8; 16]));
+    let record = docs.record_for(&store, &Key::from("big")).unwrap();
+    let big = record.put(&object! { "blob" => tidepool_core::Value::Bytes(vec![7; 200_000]) }, 0).unwrap().unwrap();
+    let (doc, key) = (record.id(), record.encoded_key().to_vec());
+    let config = tidepool_core::sync::HubConfig {
+        limits: Limits { max_frame: 64 * 1024, ..Limits::default() },
+        ..Default::default()
+    };
+    let mut hub = Hub::with_config(MemoryHubStore::new([2; 16]), ReadAllWriteTodos, config);
+    let mut client = ClientEngine::new(ClientConfig::new(PeerId([8; 16]), "good"));
+    // Queued before the engine knows the hub's limit: pushed once, refused, connection closed.
+    client.enqueue(1, store.clone(), doc, key.clone(), big.bytes.clone());
+    let mut events = Vec::new();
+    let mut exchange = |client: &mut ClientEngine, hub: &mut Hub<MemoryHubStore, ReadAllWriteTodos>, docs: &mut MemoryClientDocs| {
+        let conn = hub.connect();
+        client.connected();
+        let mut closed = false;
+        for _ in 0..5 {
+            let out = client.take_output();
+            events.extend(out.events);
+            assert!(out.frames.iter().all(|f| f.len() <= 64 * 1024 || !closed));
+            for f in out.frames {
+                let reply = hub.receive(conn, &f).unwrap();
+                closed |= reply.close.contains(&conn);
+                for o in reply.sends {
+                    let _ = client.receive(&o.frame, docs);
+                }
+            }
+        }
+        events.extend(client.take_output().events);
+        hub.disconnect(conn);
+        client.disconnected();
+        closed
+    };
+    assert!(exchange(&mut client, &mut hub, &mut docs), "the hub refuses the oversized frame and closes");
+    // On the next connection the welcome tells the limit: the change is refused locally instead of
+    // being pushed again, and the connection stays open.
+    assert!(!exchange(&mut client, &mut hub, &mut docs));
+    assert_eq!(client.pending(), 0);
+    client.connected();
+    client.enqueue(2, store.clone(), doc, key, big.bytes);
+    assert!(client.take_output().frames.iter().all(|f| f.len() < 64 * 1024));
+    assert_eq!(client.pending(), 0);
+    let too_large = events.iter().filter(|e| matches!(e, ClientEvent::HubError { code: ErrorCode::TooLarge, .. })).count();
+    assert!(too_large >= 2, "{events:?}");
+}

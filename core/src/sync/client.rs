@@ -21,6 +21,10 @@ impl From<RecordError> for ClientError {
     }
 }
 
+/// Bytes a push frame may spend around its changes (at most a quarter of the hub's frame limit);
+/// the rest of the limit is for changes.
+const FRAME_OVERHEAD: usize = 64 * 1024;
+
 /// How a client engine behaves.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -167,6 +171,7 @@ impl ClientEngine {
     /// Adds a local change to the outbox (after the shell persisted it under `id`).
     pub fn enqueue(&mut self, id: OutboxId, store: StoreRef, doc: DocId, key: Vec<u8>, change: Vec<u8>) {
         self.outbox.insert(id, OutboxEntry { store, doc, key, change, batch: None });
+        self.refuse_oversized();
         self.flush();
     }
 
@@ -186,6 +191,8 @@ impl ClientEngine {
         if !subscriptions.is_empty() {
             self.send(Message::Subscribe { subscriptions });
         }
+        // The limit learnt from an earlier welcome still holds for entries sent back to unsent.
+        self.refuse_oversized();
         self.flush();
     }
 
@@ -238,6 +245,27 @@ impl ClientEngine {
 
     fn event(&mut self, event: ClientEvent) {
         self.output.events.push(event);
+    }
+
+    /// Drops outbox entries that can never fit a push under the hub's frame limit, reporting them
+    /// the way the hub reports a refused push, instead of sending them to be refused forever.
+    fn refuse_oversized(&mut self) {
+        let limit = self.config.max_push_bytes;
+        let ids: Vec<OutboxId> = self
+            .outbox
+            .iter()
+            .filter(|(_, e)| e.batch.is_none() && e.change.len() + e.key.len() > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            self.outbox.remove(id);
+        }
+        let detail = format!("{} change(s) larger than the hub's frame limit allows ({limit} bytes)", ids.len());
+        self.event(ClientEvent::Acked { ids });
+        self.event(ClientEvent::HubError { code: ErrorCode::TooLarge, detail });
     }
 
     /// Packs outbox entries not yet in flight into pushes, a store per push, within the limits.
@@ -293,9 +321,15 @@ impl ClientEngine {
 
     fn handle<D: ClientDocs>(&mut self, message: Message, docs: &mut D) -> Result<(), ClientError> {
         match message {
-            Message::Welcome { max_docs_per_batch, .. } => {
+            Message::Welcome { max_docs_per_batch, max_frame, .. } => {
                 let hub_max = usize::try_from(max_docs_per_batch).unwrap_or(usize::MAX).max(1);
                 self.config.max_docs_per_push = self.config.max_docs_per_push.min(hub_max);
+                // Leave room for the envelope, store names, ids and keys around the changes.
+                let hub_bytes = usize::try_from(max_frame).unwrap_or(usize::MAX);
+                let room = hub_bytes.saturating_sub(FRAME_OVERHEAD.min(hub_bytes / 4)).max(1);
+                self.config.max_push_bytes = self.config.max_push_bytes.min(room);
+                self.refuse_oversized();
+                self.flush();
             }
             Message::Ack { batch, incomplete } => self.on_ack(batch, &incomplete),
             Message::Changes { store, docs: data, cursor } => {
