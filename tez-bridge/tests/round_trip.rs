@@ -144,11 +144,17 @@ async fn snapshot_tez_write_back_round_trip() {
     user.put(&todos, &Key::Number(4.0), &edited).expect("put");
     user.delete(&todos, &Key::Number(5.0)).expect("delete");
     user.wait_idle(TIMEOUT).await.expect("idle");
+    until("the other client sees the delete and the edit", || {
+        other.get(&todos, &Key::Number(5.0)).ok().flatten().is_none()
+            && field(&other.get(&todos, &Key::Number(4.0)).ok().flatten(), "title") == Some(Value::from("edited after the snapshot"))
+    })
+    .await;
     let before = other.values(&todos).len();
+    assert_eq!(before, 19);
 
     let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]);
     assert!(ok, "{out}");
-    assert!(out.contains("19 changes written") || out.contains("20 results out"), "{out}");
+    assert!(out.contains("20 records in, 20 results out, 20 changes written"), "{out}");
     until("scores on the other client", || field(&other.get(&todos, &Key::Number(3.0)).ok().flatten(), "score").is_some()).await;
     until("scores on the editing client", || field(&user.get(&todos, &Key::Number(4.0)).ok().flatten(), "score").is_some()).await;
     let four = user.get(&todos, &Key::Number(4.0)).expect("get");
@@ -158,6 +164,11 @@ async fn snapshot_tez_write_back_round_trip() {
     assert_eq!(other.values(&todos).len(), before);
 
     // writing back the same run again changes nothing.
+    until("every score on the other client", || {
+        other.values(&todos).iter().all(|(_, v)| field(&Some(v.clone()), "score").is_some())
+    })
+    .await;
+    other.wait_idle(TIMEOUT).await.expect("idle");
     let snapshot_values = other.values(&todos);
     let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]);
     assert!(ok, "{out}");
