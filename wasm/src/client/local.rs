@@ -133,8 +133,9 @@ fn apply(record: &mut Record, edit: Edit, time: i64) -> Result<(Option<LocalChan
     Ok(match edit {
         Edit::Put(value) => {
             let change = record.put(&value, time)?;
-            // After a put the document holds exactly this value, so its plain form is the value's.
-            (change, Some(js_value::to_js(&value.to_plain())))
+            // After a put the document holds exactly this value, so its plain form is the value's
+            // (`to_js` already renders text and counters as plain strings and numbers).
+            (change, Some(js_value::to_js(&value)))
         }
         Edit::Delete => (record.delete(time)?, None),
         Edit::Increment { path, delta } => {
