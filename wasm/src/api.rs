@@ -43,7 +43,7 @@ async fn write(shared: &Shared, store: &str, edits: Vec<(Key, Edit)>) -> Result<
     let mut guard = shared.lock().await;
     let state = guard.as_mut().ok_or(Error::Closed)?;
     let result = local::write(state, store, edits).await;
-    shared.flush(state);
+    shared.flush(state).await;
     let written = result?;
     compact_a_little(shared, state).await;
     drop(guard);
@@ -56,7 +56,7 @@ async fn compact_a_little(shared: &Shared, state: &mut State) {
         if let Err(e) = maintain::compact(state, COMPACT_STEP).await {
             web_sys::console::warn_1(&format!("tidepool: compaction failed: {e}").into());
         }
-        shared.flush(state);
+        shared.flush(state).await;
     }
 }
 
@@ -295,7 +295,7 @@ impl Tidepool {
             let mut guard = shared.lock().await;
             let state = guard.as_mut().ok_or(Error::Closed)?;
             while maintain::compact(state, COMPACT_STEP).await? {}
-            shared.flush(state);
+            shared.flush(state).await;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -309,7 +309,7 @@ impl Tidepool {
             let mut guard = shared.lock().await;
             let state = guard.as_mut().ok_or(Error::Closed)?;
             let report = verify::verify(state, &store).await;
-            shared.flush(state);
+            shared.flush(state).await;
             report
         })
     }

@@ -348,6 +348,24 @@ async fn a_corrupt_document_is_reported_and_quarantined() {
 }
 
 #[wasm_bindgen_test]
+async fn a_change_too_large_to_sync_is_kept_locally_and_reported() {
+    let name = unique("large");
+    let db = open(todos_options(&name)).await;
+    let value = js_sys::Object::new();
+    set(&value, "blob", Uint8Array::new_with_length(5 * 1024 * 1024));
+    ok(db.put("notes".into(), "big".into(), value.into())).await;
+    // The engine refuses to push a change larger than a push may be: it stays local, leaves the
+    // outbox at once (it could never be acknowledged) and the status says why.
+    let status = db.status();
+    assert_eq!(get(&status, "pending").as_f64(), Some(0.0), "{}", stringify(&status));
+    assert_eq!(get(&get(&status, "error"), "code").as_string().as_deref(), Some("hub_toolarge"));
+    assert_eq!(raw_keys(&name, "_tp_outbox").await.length(), 0);
+    let stored = ok(db.get("notes".into(), "big".into())).await;
+    assert_eq!(Uint8Array::new(&get(&stored, "blob")).length(), 5 * 1024 * 1024);
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
 async fn a_database_opens_once_at_a_time() {
     let name = unique("once");
     let first = open(todos_options(&name)).await;

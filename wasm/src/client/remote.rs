@@ -1,8 +1,12 @@
 //! Frames from the hub: load what they touch, let the engine apply them, then persist every
 //! document it changed (chunks and plain value together), acknowledgements and cursors in one
 //! transaction, and report what changed and where it came from.
+//!
+//! [`settle`] is also how the shell handles engine output that no frame caused (an outbox entry
+//! the engine refuses on enqueue is reported as acknowledged plus an error): every engine event,
+//! whatever triggered it, is persisted the same way.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use indexed_db_futures::prelude::*;
 use tidepool_core::DocId;
@@ -58,6 +62,12 @@ pub async fn receive(state: &mut State, frame: &[u8]) -> Result<Received, Error>
     if !unloaded.is_empty() {
         web_sys::console::error_1(&format!("tidepool: {} documents were not loaded before a frame", unloaded.len()).into());
     }
+    settle(state, &touched).await
+}
+
+/// Takes the engine's output and persists what its events say. `touched` describes the documents
+/// the engine changed (empty when no frame was applied).
+pub async fn settle(state: &mut State, touched: &HashMap<DocId, Before>) -> Result<Received, Error> {
     let output = state.engine.take_output();
 
     let mut changed: BTreeMap<String, Vec<Changed>> = BTreeMap::new();

@@ -5,11 +5,33 @@ use std::cell::RefCell;
 use futures_channel::oneshot;
 use futures_util::lock::{Mutex, MutexGuard};
 
+use std::collections::HashMap;
+
+use tidepool_core::wire::ErrorCode;
+
 use crate::client::State;
+use crate::client::remote::{self, Received};
 use crate::error::Error;
 use crate::events::{self, Listeners, Origin, Written};
 use crate::status::{Connection, Status};
 use crate::sync::link::Link;
+
+/// What a delivered batch of engine output means for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Healthy,
+    HubComplained,
+    Disconnect,
+}
+
+/// The `status().error.code` for a hub error.
+fn error_name(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::Unauthorized => "auth_rejected".into(),
+        ErrorCode::Forbidden => "forbidden".into(),
+        other => format!("hub_{other:?}").to_lowercase(),
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -34,13 +56,40 @@ impl Shared {
         self.status.borrow().clone()
     }
 
-    /// Sends whatever the engine has queued (pushes after a local write, subscriptions after a
-    /// quarantine) and refreshes the status.
-    pub fn flush(&self, state: &mut State) {
-        let output = state.engine.take_output();
-        debug_assert!(output.events.is_empty(), "engine events are handled where frames are received");
-        self.link.borrow().send(&output.frames);
+    /// Settles whatever the engine has queued since the last frame (pushes after a local write,
+    /// subscriptions after a quarantine, entries it refused), then sends and reports it.
+    pub async fn flush(&self, state: &mut State) {
+        match remote::settle(state, &HashMap::new()).await {
+            Ok(received) => {
+                self.deliver(state, &received);
+            }
+            Err(e) => {
+                web_sys::console::error_1(&format!("tidepool: could not store what the sync engine reported: {e}").into());
+                self.refresh_status(Some(state));
+            }
+        }
+    }
+
+    /// Sends the frames, records what the hub complained about, refreshes the status and tells
+    /// change listeners. Returns whether the connection should be kept.
+    pub fn deliver(&self, state: &State, received: &Received) -> Delivery {
+        self.link.borrow().send(&received.frames);
+        let mut outcome = Delivery::Healthy;
+        for (code, detail) in &received.hub_errors {
+            let mut link = self.link.borrow_mut();
+            link.error = Some((error_name(*code), detail.clone()));
+            outcome = Delivery::HubComplained;
+            if *code == ErrorCode::Unauthorized {
+                // Reconnecting would only be refused again.
+                link.auth_rejected = true;
+                outcome = Delivery::Disconnect;
+            }
+        }
         self.refresh_status(Some(state));
+        for (store, origin, written) in &received.changes {
+            self.emit(store, *origin, written);
+        }
+        outcome
     }
 
     /// Recomputes the status; tells status listeners and settles `whenSynced` waiters if it changed.

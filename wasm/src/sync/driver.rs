@@ -13,9 +13,8 @@ use std::rc::Rc;
 use futures_channel::mpsc::{self, UnboundedReceiver};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
-use tidepool_core::wire::ErrorCode;
 
-use crate::client::shared::Shared;
+use crate::client::shared::{Delivery, Shared};
 use crate::client::{maintain, remote};
 use crate::js::global;
 use crate::sync::backoff::Backoff;
@@ -98,12 +97,12 @@ async fn connection(shared: &Shared, generation: u64, inbox: &mut UnboundedRecei
                 let mut guard = shared.lock().await;
                 let Some(state) = guard.as_mut() else { return };
                 state.engine.connected();
-                shared.flush(state);
+                shared.flush(state).await;
             }
             Input::Frame(g, frame) if g == generation => match handle_frame(shared, &frame).await {
-                FrameOutcome::Healthy => backoff.reset(),
-                FrameOutcome::HubComplained => {}
-                FrameOutcome::Disconnect => return,
+                Delivery::Healthy => backoff.reset(),
+                Delivery::HubComplained => {}
+                Delivery::Disconnect => return,
             },
             Input::Closed(g, code, reason) if g == generation => {
                 if code != 1000 && !reason.is_empty() {
@@ -117,46 +116,17 @@ async fn connection(shared: &Shared, generation: u64, inbox: &mut UnboundedRecei
     }
 }
 
-enum FrameOutcome {
-    Healthy,
-    HubComplained,
-    Disconnect,
-}
-
-fn error_name(code: ErrorCode) -> String {
-    match code {
-        ErrorCode::Unauthorized => "auth_rejected".into(),
-        ErrorCode::Forbidden => "forbidden".into(),
-        other => format!("hub_{other:?}").to_lowercase(),
-    }
-}
-
-async fn handle_frame(shared: &Shared, frame: &[u8]) -> FrameOutcome {
+async fn handle_frame(shared: &Shared, frame: &[u8]) -> Delivery {
     let mut guard = shared.lock().await;
-    let Some(state) = guard.as_mut() else { return FrameOutcome::Disconnect };
+    let Some(state) = guard.as_mut() else { return Delivery::Disconnect };
     match remote::receive(state, frame).await {
         Ok(received) => {
-            shared.link.borrow().send(&received.frames);
-            let mut outcome = FrameOutcome::Healthy;
-            for (code, detail) in &received.hub_errors {
-                let mut link = shared.link.borrow_mut();
-                link.error = Some((error_name(*code), detail.clone()));
-                outcome = FrameOutcome::HubComplained;
-                if *code == ErrorCode::Unauthorized {
-                    link.auth_rejected = true;
-                    outcome = FrameOutcome::Disconnect;
-                }
-            }
-            shared.refresh_status(Some(state));
+            let outcome = shared.deliver(state, &received);
             if state.known.segment_count() > COMPACT_ABOVE {
                 if let Err(e) = maintain::compact(state, COMPACT_STEP).await {
                     web_sys::console::warn_1(&format!("tidepool: compaction failed: {e}").into());
                 }
-                shared.flush(state);
-            }
-            drop(guard);
-            for (store, origin, written) in &received.changes {
-                shared.emit(store, *origin, written);
+                shared.flush(state).await;
             }
             outcome
         }
@@ -171,7 +141,7 @@ async fn handle_frame(shared: &Shared, frame: &[u8]) -> FrameOutcome {
             }
             shared.link.borrow_mut().error = Some((e.code().into(), e.to_string()));
             shared.refresh_status(Some(state));
-            FrameOutcome::Disconnect
+            Delivery::Disconnect
         }
     }
 }
