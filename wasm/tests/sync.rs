@@ -272,6 +272,40 @@ async fn a_refused_token_is_reported_as_auth_rejected() {
     ok(good.close()).await;
 }
 
+#[wasm_bindgen_test]
+async fn a_hub_that_lost_its_storage_is_repaired_from_the_client() {
+    let (Some(other_hub), Some(token)) = (option_env!("TIDEPOOL_AUTH_HUB_URL"), option_env!("TIDEPOOL_AUTH_TOKEN")) else {
+        panic!("TIDEPOOL_AUTH_HUB_URL and TIDEPOOL_AUTH_TOKEN are set by `make test-wasm`");
+    };
+    let db = unique("repair");
+    let local = format!("{db}-a");
+    let a = open(client(&db, &local, true)).await;
+    let entries: Array = (0..30).map(|i| JsValue::from(Array::of2(&(i as f64).into(), &json(&format!(r#"{{"n": {i}, "owner": "ann"}}"#))))).collect();
+    ok(a.bulk_put("todos".into(), entries.into())).await;
+    synced(&a).await;
+    ok(a.close()).await;
+
+    // The same device now meets a hub with other storage (a restore, a new deployment): its
+    // cursor is of another epoch, so the hub lists heads and the client offers what it has.
+    let moved = |local: &str| {
+        json(&format!(r#"{{"name": "{db}", "localName": "{local}", "hub": "{other_hub}", "token": "{token}", "stores": [{{"name": "todos", "indexes": []}}, "notes"]}}"#))
+    };
+    let a = open(moved(&local)).await;
+    synced(&a).await;
+    ok(a.put("todos".into(), 99.into(), json(r#"{"n": 99}"#))).await;
+    synced(&a).await;
+    let b = open(moved(&format!("{db}-b"))).await;
+    synced(&b).await;
+    eventually("the new hub has every record", || async {
+        ok(b.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length() == 31
+    })
+    .await;
+    assert_same(&ok(b.get("todos".into(), 7.into())).await, &json(r#"{"n": 7, "owner": "ann"}"#));
+    assert_consistent(&b, "todos").await;
+    ok(a.close()).await;
+    ok(b.close()).await;
+}
+
 /// A write-back as the bridge makes it: a deterministic change on the record's heads, pushed
 /// through the hub by a separate engine over its own WebSocket.
 async fn write_back(db: &str, store: &str, key: &str, fields: BTreeMap<String, Value>) {
