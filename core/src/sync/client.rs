@@ -169,9 +169,18 @@ impl ClientEngine {
     }
 
     /// Adds a local change to the outbox (after the shell persisted it under `id`).
+    ///
+    /// A change that can never fit the hub's frame limit (as the last `Welcome` told it) is
+    /// refused at once: the output then carries `Acked` for it and a `HubError` with
+    /// [`ErrorCode::TooLarge`], as for a push the hub refused.
     pub fn enqueue(&mut self, id: OutboxId, store: StoreRef, doc: DocId, key: Vec<u8>, change: Vec<u8>) {
+        if change.len() + key.len() > self.config.max_push_bytes {
+            let detail = format!("a change larger than the hub's frame limit allows ({} bytes)", self.config.max_push_bytes);
+            self.event(ClientEvent::Acked { ids: vec![id] });
+            self.event(ClientEvent::HubError { code: ErrorCode::TooLarge, detail });
+            return;
+        }
         self.outbox.insert(id, OutboxEntry { store, doc, key, change, batch: None });
-        self.refuse_oversized();
         self.flush();
     }
 
