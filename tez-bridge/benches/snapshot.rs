@@ -14,7 +14,7 @@ use tidepool_core::{Key, Record, StoreRef, Value, WriteBack, object};
 use tidepool_tez_bridge::fs::RunFs;
 use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec};
 use tidepool_tez_bridge::output::FieldResult;
-use tidepool_tez_bridge::plan;
+use tidepool_tez_bridge::{plan, run};
 use tidepool_tez_bridge::snapshot::{self, SnapshotId, SnapshotRecord};
 
 const RECORDS: usize = 100_000;
@@ -67,20 +67,34 @@ async fn bench(namenode: &str) {
     let fs = RunFs::open(&format!("{namenode}/bench")).expect("hdfs");
     let id = SnapshotId { job: "bench", run: "r", db: "bench", store: "items", cursor: None };
 
-    // Tidepool snapshot (JSON Lines encoding plus the write) and a raw hdfs-native write of the
-    // same bytes, interleaved three times; medians.
+    let job = JobSpec {
+        name: "bench".into(),
+        hub: String::new(),
+        token: Some(String::new()),
+        token_file: None,
+        db: "bench".into(),
+        store: "items".into(),
+        base: String::new(),
+        incremental: false,
+        dag: DagSpec::Aggregate { group_by: vec!["group".into()], aggregates: vec!["count".into(), "sum:amount".into()], results_store: "out".into() },
+        tez: TezSpec::default(),
+    };
+    // Tidepool snapshot (JSON Lines encoding on one thread, overlapped with the write) and a raw
+    // hdfs-native write of the same bytes, interleaved three times; medians.
+    let lines = snapshot::build(&id, &snaps, None).lines;
+    let bytes: usize = lines.iter().map(Bytes::len).sum();
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
-    let mut bytes = 0;
     for round in 0..3 {
+        let input = snaps.clone();
         let t = Instant::now();
-        let snap = snapshot::build(&id, &snaps, None);
-        bytes = snap.lines.iter().map(Bytes::len).sum::<usize>();
-        let lines = snap.lines.clone();
-        fs.write(&format!("snap{round}/part-00000.jsonl"), snap.lines).await.expect("write");
+        let manifest = run::write_lines(&fs, &format!("snap{round}/part-00000.jsonl"), &job, "r", None, input, None)
+            .await
+            .expect("snapshot");
         ours.push(t.elapsed().as_secs_f64());
+        assert_eq!(manifest.records, RECORDS);
 
         let t = Instant::now();
-        fs.write(&format!("raw{round}/part-00000.jsonl"), lines).await.expect("write");
+        fs.write(&format!("raw{round}/part-00000.jsonl"), lines.clone()).await.expect("write");
         raw.push(t.elapsed().as_secs_f64());
     }
     ours.sort_by(f64::total_cmp);
@@ -94,18 +108,6 @@ async fn bench(namenode: &str) {
     );
 
     // Tez local mode over the snapshot.
-    let job = JobSpec {
-        name: "bench".into(),
-        hub: String::new(),
-        token: Some(String::new()),
-        token_file: None,
-        db: "bench".into(),
-        store: "items".into(),
-        base: String::new(),
-        incremental: false,
-        dag: DagSpec::Aggregate { group_by: vec!["group".into()], aggregates: vec!["count".into(), "sum:amount".into()], results_store: "out".into() },
-        tez: TezSpec::default(),
-    };
     let t = Instant::now();
     let r = tidepool_tez_bridge::tez::run(&job, &fs.default_fs(), &fs.uri("snap0"), &fs.uri("agg-out")).await.expect("tez");
     println!("summary tez local-mode aggregate DAG over {RECORDS} records: {:.1}s wall ({})", t.elapsed().as_secs_f64(), r.stdout.trim());

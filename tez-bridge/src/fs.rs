@@ -105,6 +105,28 @@ impl RunFs {
         }
     }
 
+    /// Writes a whole file from chunks arriving on a channel (written as they come).
+    pub async fn write_stream(&self, rel: &str, mut chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Result<(), FsError> {
+        match self {
+            RunFs::Hdfs { client, base, .. } => {
+                let options = hdfs_native::WriteOptions::default().overwrite(true).create_parent(true);
+                let mut writer = client.create(&Self::hdfs_path(base, rel), options).await?;
+                while let Some(chunk) = chunks.recv().await {
+                    writer.write_bytes(chunk).await?;
+                }
+                writer.close().await?;
+                Ok(())
+            }
+            RunFs::Local { .. } => {
+                let mut all = Vec::new();
+                while let Some(chunk) = chunks.recv().await {
+                    all.push(chunk);
+                }
+                self.write(rel, all).await
+            }
+        }
+    }
+
     pub async fn read(&self, rel: &str) -> Result<Bytes, FsError> {
         match self {
             RunFs::Hdfs { client, base, .. } => {

@@ -178,19 +178,17 @@ pub async fn snapshot(
         .values_mut()
         .filter_map(|r| SnapshotRecord::of(r).ok())
         .collect();
-    let id = SnapshotId { job: &job.name, run, db: &job.db, store: &job.store, cursor };
-    let snap = snapshot::build(&id, &snaps, previous.as_ref());
-    progress.phase("snapshot", &format!("{} records, {} deleted", snap.manifest.records, snap.manifest.deleted));
     let tmp = format!("{}/.tmp-{run}", job.name);
     fs.delete(&tmp).await?;
     fs.mkdirs(&format!("{tmp}/input")).await?;
-    fs.write(&format!("{tmp}/input/part-00000.jsonl"), snap.lines).await?;
-    write_json(fs, &format!("{tmp}/input/_manifest.json"), &snap.manifest).await?;
+    let manifest = write_lines(fs, &format!("{tmp}/input/part-00000.jsonl"), job, run, cursor, snaps, previous).await?;
+    progress.phase("snapshot", &format!("{} records, {} deleted", manifest.records, manifest.deleted));
+    write_json(fs, &format!("{tmp}/input/_manifest.json"), &manifest).await?;
     let mut state = RunState {
         job: job.name.clone(),
         run: run.to_owned(),
         phase: Phase::Snapshotted,
-        records_in: snap.manifest.records,
+        records_in: manifest.records,
         results_out: None,
         changes_written: None,
         seconds: BTreeMap::from([("snapshot".to_owned(), started.elapsed().as_secs_f64())]),
@@ -201,6 +199,32 @@ pub async fn snapshot(
     state.seconds.insert("snapshot".into(), started.elapsed().as_secs_f64());
     save_state(fs, &state).await?;
     Ok(state)
+}
+
+/// Encodes the snapshot on a blocking thread while the chunks already encoded are written, so
+/// encoding and I/O overlap; returns the manifest.
+pub async fn write_lines(
+    fs: &RunFs,
+    rel: &str,
+    job: &JobSpec,
+    run: &str,
+    cursor: Option<tidepool_core::wire::Cursor>,
+    snaps: Vec<SnapshotRecord>,
+    previous: Option<Manifest>,
+) -> Result<Manifest, RunError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (name, run, db, store) = (job.name.clone(), run.to_owned(), job.db.clone(), job.store.clone());
+    let encoder = tokio::task::spawn_blocking(move || {
+        let id = SnapshotId { job: &name, run: &run, db: &db, store: &store, cursor };
+        // A closed channel means the writer failed; its error is the one reported.
+        snapshot::build_streaming(&id, &snaps, previous.as_ref(), |chunk| {
+            let _ = tx.blocking_send(chunk);
+        })
+    });
+    let written = fs.write_stream(rel, rx).await;
+    let manifest = encoder.await.map_err(|e| RunError::Corrupt { file: rel.into(), detail: format!("encoder: {e}") })?;
+    written?;
+    Ok(manifest)
 }
 
 /// The manifest of the newest run that was written back (the base of an incremental snapshot).

@@ -133,8 +133,20 @@ pub struct SnapshotId<'a> {
 /// Builds a snapshot. With `previous` (an incremental snapshot), records whose heads equal the
 /// previous manifest's are left out, and records deleted since are listed as deleted.
 pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&Manifest>) -> Snapshot {
-    let before = previous.map(Manifest::heads).unwrap_or_default();
     let mut lines = Vec::new();
+    let manifest = build_streaming(id, records, previous, |chunk| lines.push(chunk));
+    Snapshot { lines, manifest }
+}
+
+/// As [`build`], handing each ~1 MiB chunk of lines to `sink` as soon as it is full, so the
+/// caller can write chunks while later ones are still being encoded.
+pub fn build_streaming(
+    id: &SnapshotId<'_>,
+    records: &[SnapshotRecord],
+    previous: Option<&Manifest>,
+    mut sink: impl FnMut(Bytes),
+) -> Manifest {
+    let before = previous.map(Manifest::heads).unwrap_or_default();
     let mut docs = Vec::new();
     let (mut live, mut deleted) = (0, 0);
     // Lines are written in chunks of ~1 MiB so big snapshots stream to HDFS.
@@ -160,7 +172,7 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
         if r.write_json_line(&mut chunk, &heads) {
             live += 1;
             if chunk.len() >= 1 << 20 {
-                lines.push(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(1 << 20))));
+                sink(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(1 << 20))));
             }
         } else {
             deleted += 1;
@@ -168,9 +180,9 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
         docs.push(entry(is_deleted, false));
     }
     if !chunk.is_empty() {
-        lines.push(Bytes::from(chunk));
+        sink(Bytes::from(chunk));
     }
-    let manifest = Manifest {
+    Manifest {
         version: 1,
         job: id.job.to_owned(),
         run: id.run.to_owned(),
@@ -182,8 +194,7 @@ pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&
         deleted,
         since_run: previous.map(|p| p.run.clone()),
         docs,
-    };
-    Snapshot { lines, manifest }
+    }
 }
 
 #[cfg(test)]
