@@ -7,6 +7,8 @@ TEST_TARGETS += test-bridge
 
 tez-jvm:
 	@command -v mvn >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y maven)
+	@# Hadoop and Tez resolve the local host name; make sure it resolves.
+	@getent hosts "$$(hostname)" >/dev/null || echo "127.0.0.1 $$(hostname)" >> /etc/hosts
 	cd tez-bridge/jvm && mvn -B -q package -DskipTests
 
 test-bridge: tez-jvm
