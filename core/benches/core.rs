@@ -194,8 +194,39 @@ fn cpu_with_input<I, S: FnMut() -> I, F: FnMut(I)>(runs: usize, mut setup: S, mu
     times[runs / 2]
 }
 
+/// Tidepool: create `n` records and put each one's first value (what a browser `bulkPut` does).
+fn tidepool_create(n: usize) {
+    let actor = ActorId::from([1u8; 16]);
+    for i in 0..n {
+        let mut r = Record::new(&store(), &Key::Number(i as f64), &actor).expect("key");
+        r.put(&value(i, 0), 0).expect("put");
+        black_box(r.heads());
+    }
+}
+
+/// Raw Automerge: a new document with the same fields, committed.
+fn raw_create(n: usize) {
+    for i in 0..n {
+        let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
+        let obj = doc.put_object(ROOT, "v", ObjType::Map).expect("put");
+        doc.put(&obj, "title", format!("item {i}")).expect("put");
+        doc.put(&obj, "done", false).expect("put");
+        doc.put(&obj, "priority", (i % 5) as i64).expect("put");
+        doc.put(&obj, "round", 0i64).expect("put");
+        let tags = doc.put_object(&obj, "tags", ObjType::List).expect("put");
+        doc.insert(&tags, 0, "a").expect("insert");
+        doc.insert(&tags, 1, "b").expect("insert");
+        doc.commit_with(CommitOptions::default().with_time(0));
+        black_box(doc.get_heads());
+    }
+}
+
 fn summary() {
     const PUTS: usize = 2000;
+    let tp = cpu(5, || tidepool_create(PUTS));
+    let raw = cpu(5, || raw_create(PUTS));
+    println!("summary create+first put: tidepool {:.0} records/s, raw automerge {:.0}/s, ratio {:.2}x of raw", PUTS as f64 / tp, PUTS as f64 / raw, raw / tp);
+
     let tp = cpu(5, || tidepool_puts(PUTS));
     let raw = cpu(5, || raw_puts(PUTS));
     println!("summary puts: tidepool {:.0}/s, raw automerge {:.0}/s, ratio {:.2}x of raw", PUTS as f64 / tp, PUTS as f64 / raw, raw / tp);
