@@ -396,6 +396,17 @@ impl Record {
     }
 }
 
+/// Every existing record among `records` as (encoded key, plain value), in key order: how a
+/// store's contents are compared across replicas and printed.
+pub fn plain_values<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<(Vec<u8>, Value)> {
+    let mut out: Vec<(Vec<u8>, Value)> = records
+        .into_iter()
+        .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Writes a fresh `live` op. Automerge drops a put of the value a key already holds, so the
 /// value must change each time: it counts edits.
 pub(crate) fn mark_live<T: Transactable>(doc: &mut T) -> Result<(), automerge::AutomergeError> {

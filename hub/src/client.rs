@@ -300,16 +300,7 @@ impl Client {
     /// Every existing record of a store as (encoded key, plain value), in key order.
     pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
         let st = self.shared.lock();
-        let mut out: Vec<(Vec<u8>, Value)> = st
-            .docs
-            .stores
-            .get(store)
-            .into_iter()
-            .flat_map(|docs| docs.values())
-            .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        tidepool_core::record::plain_values(st.docs.stores.get(store).into_iter().flat_map(BTreeMap::values))
     }
 
     pub fn state_of(&self, id: OutboxId) -> ChangeState {

@@ -8,7 +8,7 @@ use automerge::ActorId;
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::key::Key;
-use crate::record::{Record, RecordError};
+use crate::record::{Record, RecordError, plain_values};
 use crate::sync::client::ClientDocs;
 use crate::sync::hub::{HubStore, LogEntry};
 use crate::value::Value;
@@ -39,15 +39,7 @@ impl MemoryClientDocs {
 
     /// Every existing record of a store as (key, plain value), in key order.
     pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
-        let mut out: Vec<(Vec<u8>, Value)> = self
-            .stores
-            .get(store)
-            .into_iter()
-            .flat_map(|docs| docs.values())
-            .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        plain_values(self.stores.get(store).into_iter().flat_map(BTreeMap::values))
     }
 
     /// Every record of a store, deleted ones included.
@@ -135,15 +127,7 @@ impl MemoryHubStore {
 
     /// Every existing record of a store as (key, plain value), in key order.
     pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
-        let mut out: Vec<(Vec<u8>, Value)> = self
-            .docs
-            .get(store)
-            .into_iter()
-            .flat_map(|docs| docs.values())
-            .filter_map(|r| Some((r.encoded_key().to_vec(), r.get_plain().ok()??)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        plain_values(self.docs.get(store).into_iter().flat_map(BTreeMap::values))
     }
 
     pub fn get(&self, store: &StoreRef, doc: &DocId) -> Option<&Record> {
