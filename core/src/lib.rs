@@ -3,6 +3,7 @@
 //! passed in, so the same code runs in the browser, the hub, the bridge and simulations.
 
 pub mod doc_id;
+pub mod first_put;
 pub mod key;
 mod reconcile;
 pub mod record;

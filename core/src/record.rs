@@ -83,7 +83,7 @@ pub struct Record {
 
 /// The actor of every genesis change. Constant, so the genesis change is the same bytes in every
 /// document and on every peer, and a document can start as a copy of one prebuilt template.
-fn genesis_actor() -> ActorId {
+pub(crate) fn genesis_actor() -> ActorId {
     let digest = Sha256::new().chain_update(b"tidepool/genesis/v1\0").finalize();
     ActorId::from(&digest[..16])
 }
@@ -103,10 +103,20 @@ thread_local! {
     /// random actor for the throwaway constructor, no change hashing), which matters when a
     /// browser creates ten thousand records in one `bulkPut`.
     static GENESIS: AutoCommit = build_genesis();
+    static GENESIS_HASH: ChangeHash = {
+        let heads = build_genesis().get_heads();
+        debug_assert_eq!(heads.len(), 1, "the genesis document is one change");
+        heads[0]
+    };
 }
 
 fn genesis() -> AutoCommit {
     GENESIS.with(AutoCommit::clone)
+}
+
+/// The hash of the genesis change, which every record's first local change depends on.
+pub(crate) fn genesis_hash() -> ChangeHash {
+    GENESIS_HASH.with(|h| *h)
 }
 
 impl Record {
@@ -122,6 +132,13 @@ impl Record {
         let mut doc = genesis();
         doc.set_actor(actor.clone());
         Record { id, key, doc }
+    }
+
+    /// A record without identity, for computing changes whose bytes do not depend on the key.
+    pub(crate) fn blank(actor: &ActorId) -> Record {
+        let mut doc = genesis();
+        doc.set_actor(actor.clone());
+        Record { id: DocId::from_encoded_key(&StoreRef::new("", ""), &[]), key: Vec::new(), doc }
     }
 
     /// Builds a record from Automerge bytes from a peer (untrusted).

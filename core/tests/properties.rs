@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use tidepool_core::wire::{
     self, Cursor, DocData, DocHeads, ErrorCode, Limits, Message, Payload, PeerId, Subscription, SyncEntry,
 };
+use tidepool_core::first_put::first_put;
 use tidepool_core::{DocId, Key, Record, StoreRef, Value, WriteBack, WriteMode};
 
 fn store() -> StoreRef {
@@ -42,6 +43,21 @@ fn arb_fields() -> impl Strategy<Value = BTreeMap<String, Value>> {
     proptest::collection::btree_map("[a-e]", arb_value(), 0..5)
 }
 
+/// Values with every variant, collaborative text and counters included.
+fn arb_any_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        4 => arb_scalar(),
+        1 => ".{0,6}".prop_map(Value::Text),
+        1 => any::<i64>().prop_map(Value::Counter),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,4}", inner, 0..5).prop_map(Value::Object),
+        ]
+    })
+}
+
 fn exchange(a: &mut Record, b: &mut Record) {
     let (from_a, from_b) = (a.changes_since(&[]), b.changes_since(&[]));
     a.apply(&Payload::Changes(from_b)).expect("valid changes");
@@ -50,6 +66,19 @@ fn exchange(a: &mut Record, b: &mut Record) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The first put of a new record built straight from the value is the very change
+    /// `Record::put` makes, byte for byte, and it reads back as the value.
+    #[test]
+    fn first_put_is_the_change_put_makes(value in arb_any_value(), time in any::<i64>()) {
+        let actor = ActorId::from([3u8; 16]);
+        let fast = first_put(&actor, &value, time).unwrap();
+        let slow = record(3).put(&value, time).unwrap().expect("a first put always changes the record");
+        prop_assert_eq!(&fast, &slow);
+        let mut r = record(4);
+        prop_assert!(r.apply(&Payload::Changes(vec![fast.bytes])).unwrap());
+        prop_assert_eq!(r.get().unwrap(), Some(value));
+    }
 
     /// Property 2: put then get returns the value put; putting it again changes nothing.
     #[test]

@@ -177,6 +177,36 @@ async fn bulk_put_writes_one_row_per_internal_store() {
     ok(db.close()).await;
 }
 
+/// New records take a shortcut (their first change is built without a document in memory):
+/// they must be editable at once, a key given twice in one batch keeps its last value, and
+/// the documents must match the plain values.
+#[wasm_bindgen_test]
+async fn records_created_in_bulk_are_editable_at_once() {
+    let name = unique("bulk-edit");
+    let db = open(todos_options(&name)).await;
+    let entries = json(
+        r#"[[1, {"title": "one", "n": 1, "tags": ["a", {"deep": [1, 2]}]}],
+            [2, {"title": "two", "n": 2}],
+            [1, {"title": "one again", "n": 10}],
+            [3, "just a string"],
+            [4, {"note": "x"}]]"#,
+    );
+    ok(db.bulk_put("notes".into(), entries)).await;
+    ok(db.increment("notes".into(), 1.into(), "n".into(), 5.0)).await;
+    ok(db.put("notes".into(), 2.into(), json(r#"{"title": "two", "n": 3}"#))).await;
+    ok(db.increment("notes".into(), 2.into(), "n".into(), 1.0)).await;
+    ok(db.splice_text("notes".into(), 4.into(), "note".into(), 1.0, 0.0, "yz".into())).await;
+    assert_same(&ok(db.get("notes".into(), 1.into())).await, &json(r#"{"title": "one again", "n": 15}"#));
+    assert_same(&ok(db.get("notes".into(), 2.into())).await, &json(r#"{"title": "two", "n": 4}"#));
+    assert_same(&ok(db.get("notes".into(), 3.into())).await, &json(r#""just a string""#));
+    assert_same(&ok(db.get("notes".into(), 4.into())).await, &json(r#"{"note": "xyz"}"#));
+    assert_eq!(assert_consistent(&db, "notes").await, (4, 4));
+    ok(db.close()).await;
+    let db = open(todos_options(&name)).await;
+    assert_eq!(assert_consistent(&db, "notes").await, (4, 4));
+    ok(db.close()).await;
+}
+
 #[wasm_bindgen_test]
 async fn values_and_keys_round_trip_exactly() {
     let name = unique("values");
