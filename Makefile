@@ -8,7 +8,7 @@ export PROPTEST_CASES ?= 256
 # Each shell adds its own targets to TEST_TARGETS / BENCH_TARGETS in its fragment.
 TEST_TARGETS := deps-rust test-wasm-check test-rust
 BENCH_TARGETS := bench-core
-include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk
+include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk demo/demo.mk
 
 test: $(TEST_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -20,7 +20,7 @@ test-wasm-check:
 	$(CARGO) check -p tidepool-core --target wasm32-unknown-unknown
 
 test-rust:
-	$(CARGO) test --workspace --exclude tidepool-wasm --exclude tidepool-tez-bridge
+	$(CARGO) test --workspace --exclude tidepool-wasm --exclude tidepool-tez-bridge --exclude tidepool-e2e
 
 bench-core:
 	$(CARGO) bench -p tidepool-core --bench core

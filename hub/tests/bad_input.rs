@@ -235,6 +235,15 @@ async fn tokens_are_checked_and_grants_enforced_per_store() {
             other => panic!("expected catch-up, got {other:?}"),
         }
     }
+    // The native client: a subscription the token does not grant fails `wait_idle` at once
+    // with the hub's reason, instead of waiting out the timeout.
+    let client = Client::connect(ClientOptions::new(url.clone(), token("app", &["todos"], &[])));
+    client.subscribe(todos());
+    client.subscribe(StoreRef::new("app", "stats"));
+    match client.wait_idle(WAIT).await {
+        Err(tidepool_hub::client::ClientError::Refused(detail)) => assert!(detail.contains("app/stats"), "{detail}"),
+        other => panic!("expected the subscription to be refused, got {other:?}"),
+    }
     others.still_served().await;
     assert!(dump(&hub.data, "app", "todos").iter().all(|l| l["key"] != "sneaky"));
     assert_eq!(dump(&hub.data, "secret", "plans").len(), 1);

@@ -1,0 +1,183 @@
+// Tidepool Tasks: a small offline-first app on the Tidepool browser client.
+//
+// Tasks live in IndexedDB (store "tasks"), sync through the hub that serves this page, and work
+// offline. The analytics bridge writes back two kinds of results: a `size` field on every task
+// (a Tez "enrich" DAG) and one record per project in "project_stats" (a Tez "aggregate" DAG).
+//
+// URL parameters: `?user=NAME` picks the local database (several users can share one browser),
+// `#token=JWT` the hub token (kept in localStorage, so a reload needs no token in the URL).
+
+import init, { Tidepool } from "./pkg/tidepool_wasm.js";
+
+const STORES = [
+  { name: "tasks", indexes: [{ name: "byProject", keyPath: "project" }] },
+  { name: "project_stats" },
+];
+const LOG_LENGTH = 30;
+
+const $ = (selector) => document.querySelector(selector);
+
+function settings() {
+  const query = new URLSearchParams(location.search);
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const user = query.get("user") || "me";
+  const db = query.get("db") || "app";
+  const remembered = `tidepool-demo-token/${db}`;
+  let token = fragment.get("token");
+  if (token) {
+    localStorage.setItem(remembered, token);
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    token = localStorage.getItem(remembered);
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return { user, db, token, hub: `${scheme}://${location.host}/v1/sync` };
+}
+
+function showProblem(error) {
+  const problem = $("#problem");
+  problem.hidden = false;
+  problem.textContent = error && error.code ? `${error.code}: ${error.message}` : String(error);
+  problem.dataset.code = (error && error.code) || "error";
+}
+
+/** Runs an action and shows its error instead of losing it in the console. */
+function guarded(action) {
+  return async (...args) => {
+    try {
+      await action(...args);
+    } catch (error) {
+      showProblem(error);
+    }
+  };
+}
+
+function element(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name in node) node[name] = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function renderStatus(status, wantOnline) {
+  const node = $("#status");
+  node.dataset.connection = status.connection;
+  node.dataset.pending = String(status.pending);
+  node.dataset.synced = String(status.synced);
+  const pending = status.pending === 1 ? "1 change to sync" : `${status.pending} changes to sync`;
+  node.textContent = `${status.connection} · ${status.synced ? "all synced" : pending}`;
+  if (status.error) node.textContent += ` · ${status.error.code}`;
+  $("#toggle-online").textContent = wantOnline ? "Go offline" : "Go online";
+}
+
+async function renderTasks(db) {
+  const tasks = await db.getAll("tasks");
+  const keys = await db.getAllKeys("tasks");
+  const rows = keys.map((key, i) => ({ key, task: tasks[i] }));
+  rows.sort((a, b) => (a.task.created ?? 0) - (b.task.created ?? 0));
+  const list = $("#tasks");
+  list.replaceChildren(
+    ...rows.map(({ key, task }) => {
+      const done = element("input", { type: "checkbox", className: "done", checked: Boolean(task.done) });
+      done.addEventListener("change", guarded(() => db.put("tasks", key, { ...task, done: done.checked })));
+      const more = element("button", { type: "button", className: "more", textContent: "+1h" });
+      more.addEventListener("click", guarded(() => db.increment("tasks", key, "hours", 1)));
+      const remove = element("button", { type: "button", className: "remove", textContent: "✕" });
+      remove.addEventListener("click", guarded(() => db.delete("tasks", key)));
+      const size = task.size
+        ? element("span", { className: "size", title: "computed by Tez", textContent: task.size })
+        : "";
+      return element(
+        "li",
+        { dataset: { key: String(key), title: task.title, hours: String(task.hours), done: String(Boolean(task.done)), size: task.size ?? "" } },
+        done,
+        element("span", { className: "title", textContent: task.title }),
+        element("span", { className: "project", textContent: task.project }),
+        element("span", { className: "hours", textContent: `${task.hours}h` }),
+        size,
+        more,
+        remove,
+      );
+    }),
+  );
+}
+
+async function renderStats(db) {
+  const stats = await db.getAll("project_stats");
+  stats.sort((a, b) => String(a.project).localeCompare(String(b.project)));
+  $("#stats tbody").replaceChildren(
+    ...stats.map((s) =>
+      element(
+        "tr",
+        { dataset: { project: String(s.project), count: String(s.count), sum: String(s.sum_hours) } },
+        element("td", { textContent: s.project }),
+        element("td", { textContent: String(s.count) }),
+        element("td", { textContent: String(s.sum_hours ?? "") }),
+        element("td", { textContent: s.avg_hours == null ? "" : s.avg_hours.toFixed(1) }),
+      ),
+    ),
+  );
+}
+
+function logEvent(event) {
+  const what = event.changes.map((c) => `${c.type} ${JSON.stringify(c.key)}`).join(", ");
+  const entry = element("li", { dataset: { origin: event.origin, store: event.store } }, `${event.origin} · ${event.store} · ${what}`);
+  const log = $("#log");
+  log.prepend(entry);
+  while (log.children.length > LOG_LENGTH) log.lastElementChild.remove();
+}
+
+async function main() {
+  const { user, db: name, token, hub } = settings();
+  $("#user").textContent = user;
+  if (!token) {
+    showProblem("no hub token: open the address `make run` printed (it ends in #token=…)");
+  }
+  await init();
+  const db = await Tidepool.open({ name, localName: `tidepool-demo-${name}-${user}`, stores: STORES, hub, token });
+  let wantOnline = true;
+  db.onStatus((status) => renderStatus(status, wantOnline));
+  renderStatus(db.status(), wantOnline);
+
+  db.subscribe("tasks", (event) => {
+    logEvent(event);
+    renderTasks(db).catch(showProblem);
+  });
+  db.subscribe("project_stats", (event) => {
+    logEvent(event);
+    renderStats(db).catch(showProblem);
+  });
+  await Promise.all([renderTasks(db), renderStats(db)]);
+
+  $("#new-task").addEventListener(
+    "submit",
+    guarded(async (e) => {
+      e.preventDefault();
+      const form = e.target;
+      const task = {
+        title: form.title.value.trim(),
+        project: form.project.value.trim(),
+        hours: Number(form.hours.value),
+        done: false,
+        created: Date.now(),
+      };
+      await db.put("tasks", crypto.randomUUID(), task);
+      form.title.value = "";
+      form.title.focus();
+    }),
+  );
+  $("#toggle-online").addEventListener("click", () => {
+    wantOnline = !wantOnline;
+    db.setOnline(wantOnline);
+    renderStatus(db.status(), wantOnline);
+  });
+  $("#add").disabled = false;
+  $("#toggle-online").disabled = false;
+  document.body.dataset.ready = "true";
+}
+
+main().catch(showProblem);

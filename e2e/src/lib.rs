@@ -1,0 +1,1 @@
+//! Nothing but the end-to-end test in `tests/`; see the crate description.
