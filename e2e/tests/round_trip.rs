@@ -11,26 +11,17 @@
 //! DAG runner first and points `TIDEPOOL_DEMO_SITE` at the site.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use tidepool_tez_bridge::test_cluster::{self, Running, start_announced};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A child process killed on drop, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
@@ -50,38 +41,6 @@ fn runner_dir() -> PathBuf {
     dir
 }
 
-/// Starts a process and waits for a stdout line starting with `prefix`; returns the rest.
-fn start(mut cmd: Command, prefix: &str) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::piped()).spawn().expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let found = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    break rest.trim().to_owned();
-                }
-            }
-            _ => panic!("{cmd:?} exited before printing {prefix:?}"),
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), found)
-}
-
-fn hdfs(base: &Path) -> (Proc, String) {
-    let runner = runner_dir();
-    let cp = format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display());
-    let mut cmd = Command::new("java");
-    cmd.args(java_opens()).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
-    start(cmd, "READY ")
-}
-
-/// The `--add-opens` flags Hadoop needs on Java 17 (the bridge passes the same to Tez).
-fn java_opens() -> [&'static str; 3] {
-    ["--add-opens=java.base/java.lang=ALL-UNNAMED", "--add-opens=java.base/java.util=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED"]
-}
-
 fn token(data: &Path, sub: &str, grants: &[&str]) -> String {
     let out = Command::new(binary("tidepool-hub"))
         .args(["token", "--secret-file"])
@@ -98,11 +57,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn chromedriver() -> (Proc, String) {
+fn chromedriver() -> (Running, String) {
     let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
     let port = free_port();
     let child = Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::null()).spawn().expect("chromedriver");
-    let proc = Proc(child);
+    let proc = Running(child);
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return (proc, format!("http://127.0.0.1:{port}"));
@@ -188,11 +147,11 @@ async fn browser_hub_tez_and_back() {
     let site = std::env::var("TIDEPOOL_DEMO_SITE").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target/demo-site"));
     assert!(site.join("pkg/tidepool_wasm.js").exists(), "no demo site at {}: run `make test-e2e`", site.display());
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_hdfs, namenode) = hdfs(&tmp.path().join("dfs"));
+    let (_hdfs, namenode) = test_cluster::hdfs(&runner_dir(), &tmp.path().join("dfs"));
     let data = tmp.path().join("hub");
     let mut cmd = Command::new(binary("tidepool-hub"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(&data).arg("--static-dir").arg(&site);
-    let (_hub, addr) = start(cmd, "listening on ");
+    let (_hub, addr) = start_announced(cmd, "listening on ");
     let hub = format!("ws://{addr}/v1/sync");
     let app_token = token(&data, "alice", &["--read", "tasks", "--read", "project_stats", "--write", "tasks"]);
     let bridge_token = token(&data, "analytics", &["--read", "tasks", "--read", "project_stats", "--write", "tasks", "--write", "project_stats"]);

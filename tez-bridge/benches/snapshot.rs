@@ -3,9 +3,7 @@
 //! over it, and write-back change generation.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,29 +22,11 @@ fn main() {
         return;
     }
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target");
-    let cp = format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display());
     let tmp = std::env::temp_dir().join(format!("tidepool-bench-{}", std::process::id()));
-    let mut child = Command::new("java")
-        .args(tidepool_tez_bridge::tez::JAVA17_OPENS)
-        .arg("-cp")
-        .arg(&cp)
-        .arg("dev.tidepool.tez.HdfsTestCluster")
-        .arg(tmp.join("dfs"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start HDFS");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let namenode = loop {
-        let line = lines.next().expect("HDFS exited").expect("read");
-        if let Some(rest) = line.strip_prefix("READY ") {
-            break rest.trim().to_owned();
-        }
-    };
+    let (cluster, namenode) = tidepool_tez_bridge::test_cluster::hdfs(&runner, &tmp.join("dfs"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(bench(&namenode));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(cluster);
     let _ = std::fs::remove_dir_all(tmp);
 }
 

@@ -12,4 +12,5 @@ pub mod output;
 pub mod plan;
 pub mod run;
 pub mod snapshot;
+pub mod test_cluster;
 pub mod tez;

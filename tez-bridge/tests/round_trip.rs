@@ -1,56 +1,23 @@
 //! The bridge for real: a MiniDFSCluster, a hub process, Tez in local mode, and clients that see
 //! the results. Needs the DAG runner built (`make test` builds it with Maven) and the hub binary.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tidepool_core::{Key, StoreRef, Value, object};
 use tidepool_hub::client::{Client, ClientOptions};
+use tidepool_tez_bridge::test_cluster::{self, Running, start_announced};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn runner_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target")
 }
 
-/// Starts a process and waits for a stdout line starting with `prefix`; returns the rest.
-fn start(mut cmd: Command, prefix: &str) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::piped()).spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let found = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    break rest.trim().to_owned();
-                }
-            }
-            _ => panic!("process exited before printing {prefix:?}"),
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), found)
-}
-
-fn hdfs(base: &Path) -> (Proc, String) {
-    let runner = runner_dir();
-    let cp = format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display());
-    let mut cmd = Command::new("java");
-    cmd.args(tidepool_tez_bridge::tez::JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
-    start(cmd, "READY ")
+fn hdfs(base: &Path) -> (Running, String) {
+    test_cluster::hdfs(&runner_dir(), base)
 }
 
 fn hub_binary() -> PathBuf {
@@ -59,10 +26,10 @@ fn hub_binary() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target dir").join("tidepool-hub")
 }
 
-fn hub(data: &Path) -> (Proc, String) {
+fn hub(data: &Path) -> (Running, String) {
     let mut cmd = Command::new(hub_binary());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--insecure-dev", "--data"]).arg(data);
-    let (p, addr) = start(cmd, "listening on ");
+    let (p, addr) = start_announced(cmd, "listening on ");
     (p, format!("ws://{addr}/v1/sync"))
 }
 

@@ -1,0 +1,51 @@
+//! Real processes for tests, benchmarks and the end-to-end test: the JVM's `HdfsTestCluster` (a
+//! MiniDFSCluster), and any server that announces its address on a stdout line.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::tez::JAVA17_OPENS;
+
+/// A child process, killed and reaped when dropped, so a failing test leaves nothing running.
+#[derive(Debug)]
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and waits for its stdout line starting with `prefix`; returns the rest of that
+/// line, trimmed. Stdout keeps being drained afterwards, so the child never blocks on a full
+/// pipe; stderr is inherited. Panics if the process exits first (this is test support).
+pub fn start_announced(mut cmd: Command, prefix: &str) -> (Running, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let Some(stdout) = child.stdout.take() else { unreachable!("stdout is piped") };
+    let running = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let found = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    break rest.trim().to_owned();
+                }
+            }
+            _ => panic!("{cmd:?} exited before printing {prefix:?}"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (running, found)
+}
+
+/// Starts a MiniDFSCluster with its data under `base`, from the DAG runner's build directory
+/// (`tidepool-tez.jar` and `lib/`); returns it and its `hdfs://127.0.0.1:PORT` address. It stops
+/// when dropped (or when its stdin closes).
+pub fn hdfs(runner_dir: &Path, base: &Path) -> (Running, String) {
+    let cp = format!("{}:{}", runner_dir.join("tidepool-tez.jar").display(), runner_dir.join("lib/*").display());
+    let mut cmd = Command::new("java");
+    cmd.args(JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
+    start_announced(cmd, "READY ")
+}
