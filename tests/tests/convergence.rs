@@ -181,3 +181,46 @@ fn peer_losing_its_storage_downloads_everything() {
     ];
     assert_eq!(run(4, 2, Faults::NONE, &actions), Ok(()));
 }
+
+fn empty() -> Edit {
+    Edit::Put(Value::Object(Default::default()))
+}
+
+/// Peer 2's delete reaches the new hub before the put it depends on, and waits there; peer 0's
+/// re-pushed put completes it. The delete is new to peer 0 too: it must reach it, live and from
+/// the log. (Found by `replicas_converge`.)
+#[test]
+fn a_change_completed_by_someone_elses_push_reaches_the_pusher() {
+    let actions = [
+        Action::Edit { peer: 0, store: 0, key: 2, edit: empty() },
+        Action::Connect(0),
+        Action::Connect(2),
+        Action::Edit { peer: 0, store: 0, key: 0, edit: empty() },
+        Action::Deliver(13),
+        Action::Edit { peer: 2, store: 0, key: 2, edit: Edit::Delete },
+        Action::Edit { peer: 2, store: 1, key: 0, edit: empty() },
+        Action::RestartHub(false),
+        Action::Connect(1),
+        Action::Deliver(1),
+    ];
+    assert_eq!(run(12698767000929823126, 3, Faults { cut: 0.1, duplicate: 0.0 }, &actions), Ok(()));
+}
+
+/// Peer 1's first download is cut off before any cursor arrives, and then the hub loses its
+/// storage: peer 1 must resume as "holding documents", so the hub gets them back by repair.
+/// (Found by `replicas_converge`.)
+#[test]
+fn an_interrupted_first_download_is_not_taken_for_an_empty_replica() {
+    let actions = [
+        Action::Connect(2),
+        Action::Edit { peer: 2, store: 0, key: 0, edit: empty() },
+        Action::RestartPeer(0, false),
+        Action::Deliver(7),
+        Action::RestartPeer(2, false),
+        Action::Connect(1),
+        Action::RestartPeer(0, true),
+        Action::Deliver(5),
+        Action::RestartHub(false),
+    ];
+    assert_eq!(run(8607746500248073654, 4, Faults { cut: 0.02, duplicate: 0.0 }, &actions), Ok(()));
+}

@@ -347,6 +347,9 @@ impl ClientEngine {
                     if matches!(sub.phase, Phase::Waiting) {
                         sub.phase = Phase::CatchingUp;
                     }
+                    // Documents arrived before any position did: if the connection drops now,
+                    // the next subscription must not claim to hold nothing.
+                    let cursor = cursor.or((sub.cursor.is_none() && !data.is_empty()).then_some(Cursor::UNPLACED));
                     // While repairing, the repair's cursor is what counts once it is done.
                     if let (Some(cursor), false) = (cursor, matches!(sub.phase, Phase::Repairing { .. })) {
                         sub.cursor = Some(cursor);

@@ -1,7 +1,7 @@
 //! The hub end: every connection's protocol state, catch-up, fan-out and repair, over a
 //! [`HubStore`] that the hub shell backs with durable storage.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::ChangeHash;
@@ -428,8 +428,10 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         let origin = self.peer(conn);
         let mut incomplete = Vec::new();
         let mut fanout = Vec::new();
+        let mut back = Vec::new();
         let mut last_seq = None;
         for (d, changes) in parsed {
+            let pushed: HashSet<ChangeHash> = changes.iter().map(automerge::Change::hash).collect();
             let record = self.store.record(&store, d.doc, &d.key)?;
             let before = record.heads();
             if let Err(e) = record.doc_mut().apply_changes(changes) {
@@ -440,10 +442,26 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
             if !record.missing_deps().is_empty() {
                 incomplete.push((d.doc, d.key.clone()));
             }
-            if let Some(entry) = self.record_new_changes(&store, d.doc, &d.key, &before, origin)? {
-                last_seq = Some(entry.0);
+            // A pushed change can complete changes that waited for it in the document (pushed
+            // earlier by someone else, with a dependency missing). They are new to everyone,
+            // the pusher included, so they are logged as an entry of their own.
+            let (own, unseen): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
+                let new = record.doc_mut().get_changes(&before);
+                let (own, unseen): (Vec<_>, Vec<_>) = new.into_iter().partition(|c| pushed.contains(&c.hash()));
+                let bytes = |cs: Vec<automerge::Change>| cs.into_iter().map(|c| c.raw_bytes().to_vec()).collect();
+                (bytes(own), bytes(unseen))
+            };
+            for (changes, from) in [(own, origin), (unseen, PeerId::HUB)] {
+                if changes.is_empty() {
+                    continue;
+                }
+                let data = DocData { doc: d.doc, key: d.key.clone(), payload: Payload::Changes(changes.clone()) };
+                last_seq = Some(self.store.append(&store, d.doc, &d.key, changes, from)?);
                 out.durable = true;
-                fanout.push(entry.1);
+                if from == PeerId::HUB {
+                    back.push(data.clone());
+                }
+                fanout.push(data);
             }
         }
         let ids: Vec<DocId> = incomplete.iter().map(|(d, _)| *d).collect();
@@ -461,6 +479,10 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
             reply(out, conn, Message::Sync { store: store.clone(), entries });
         }
         if let Some(seq) = last_seq {
+            if !back.is_empty() {
+                let cursor = Some(Cursor { epoch: self.store.epoch(), seq });
+                reply(out, conn, Message::Changes { store: store.clone(), docs: back, cursor });
+            }
             self.fan_out(conn, &store, fanout, seq, out);
         }
         Ok(())

@@ -9,6 +9,12 @@ use crate::doc_id::{DocId, StoreRef};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
 pub struct PeerId(pub [u8; 16]);
 
+impl PeerId {
+    /// The origin the hub logs for changes nobody pushed just now: changes that waited in a
+    /// document for a missing dependency and were completed by someone else's push.
+    pub const HUB: PeerId = PeerId([0; 16]);
+}
+
 impl fmt::Debug for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PeerId({})", hex::encode(self.0))
@@ -21,6 +27,14 @@ impl fmt::Debug for PeerId {
 pub struct Cursor {
     pub epoch: [u8; 16],
     pub seq: u64,
+}
+
+impl Cursor {
+    /// "I hold documents of this store but no position in any log": what a subscriber whose
+    /// first download was cut off resumes from. No hub has this epoch, so the hub answers with
+    /// repair (heads of every document), which also finds what the subscriber has and the hub
+    /// lacks; resuming from no cursor would be taken as "I hold nothing".
+    pub const UNPLACED: Cursor = Cursor { epoch: [0; 16], seq: 0 };
 }
 
 /// A store to follow, and how far the subscriber already got.
