@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the hub with embedded SQLite storage, serving the demo app, and the analytics bridge
-# on local Tez, writing its results back every TIDEPOOL_BRIDGE_EVERY seconds (default 30).
+# on local Tez, writing its results back every TIDEPOOL_BRIDGE_EVERY seconds (default 30) when
+# anything changed.
 #
 #   demo/run.sh SITE_DIR BIN_DIR RUNNER_DIR
 #
@@ -83,8 +84,20 @@ Tidepool Tasks is running.
 
 EOF
 
+# Change-log rows the hub has written: when that has not moved since the last round, nothing
+# changed and the DAGs are not run again. (A round's own write-back moves it once; the round after
+# that finds the same results, writes nothing, and the loop goes quiet.)
+log_entries() {
+    curl -fsS "http://$addr/metrics" 2>/dev/null | sed -n 's/^tidepool_log_entries_total //p'
+}
+seen=""
 while true; do
     sleep "$every"
+    now="$(log_entries || true)"
+    if [ -n "$now" ] && [ "$now" = "$seen" ]; then
+        continue
+    fi
+    seen="$now"
     for name in task-sizes project-stats; do
         "$bin/tidepool-bridge" run --job "$state/jobs/$name.toml" 2>&1 | tail -n 3 ||
             echo "bridge: $name failed; trying again in ${every}s" >&2
