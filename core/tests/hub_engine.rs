@@ -186,3 +186,46 @@ fn a_change_larger_than_the_hub_allows_is_refused_locally_not_pushed_forever() {
     let too_large = events.iter().filter(|e| matches!(e, ClientEvent::HubError { code: ErrorCode::TooLarge, .. })).count();
     assert!(too_large >= 2, "{events:?}");
 }
+
+/// Pumps frames between one client engine and the hub until the client has nothing to send.
+fn pump(client: &mut ClientEngine, hub: &mut Hub<MemoryHubStore, ReadAllWriteTodos>, conn: ConnId, docs: &mut MemoryClientDocs) {
+    for _ in 0..20 {
+        let out = client.take_output();
+        if out.frames.is_empty() {
+            return;
+        }
+        for f in out.frames {
+            for o in hub.receive(conn, &f).unwrap().sends {
+                client.receive(&o.frame, docs).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refused_subscription_is_told_apart_from_a_refused_push() {
+    let notes = StoreRef::new("app", "notes");
+    let mut docs = MemoryClientDocs::new(ActorId::from([8u8; 16]));
+    let record = docs.record_for(&notes, &Key::from("n")).unwrap();
+    let change = record.put(&object! { "a" => 1i64 }, 0).unwrap().unwrap();
+    let (doc, key) = (record.id(), record.encoded_key().to_vec());
+    let mut hub = hub();
+    let conn = hub.connect();
+    let mut client = ClientEngine::new(ClientConfig::new(PeerId([8; 16]), "good"));
+    // Readable but not writable: the push is refused, the subscription is not.
+    client.subscribe(notes.clone(), None);
+    client.enqueue(1, notes, doc, key, change.bytes);
+    client.connected();
+    pump(&mut client, &mut hub, conn, &mut docs);
+    assert_eq!(client.refusal(), None);
+    assert!(client.is_idle());
+    // A database the token cannot read: that subscription never goes live, and the engine says why.
+    client.subscribe(StoreRef::new("private", "plans"), None);
+    pump(&mut client, &mut hub, conn, &mut docs);
+    assert!(client.refusal().is_some_and(|r| r.contains("private/plans")), "{:?}", client.refusal());
+    assert!(!client.is_idle());
+    // A new connection asks again and forgets the old answer until the hub repeats it.
+    client.disconnected();
+    client.connected();
+    assert_eq!(client.refusal(), None);
+}

@@ -141,9 +141,6 @@ struct State {
     connected: bool,
     connections: u64,
     last_error: Option<(ErrorCode, String)>,
-    /// The hub refused a subscription (the token does not grant reading a store): waiting for the
-    /// client to be idle would wait forever.
-    refused_access: Option<String>,
     closed: bool,
 }
 
@@ -206,7 +203,6 @@ impl Client {
             connected: false,
             connections: 0,
             last_error: None,
-            refused_access: None,
             closed: false,
         };
         let shared = Arc::new(Shared {
@@ -388,10 +384,10 @@ impl Client {
     /// would otherwise keep the client from ever being idle.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<(), ClientError> {
         let idle = |st: &State| st.connected && st.engine.is_idle();
-        self.wait_for(timeout, "the client to be idle", |st| idle(st) || st.refused_access.is_some()).await?;
+        self.wait_for(timeout, "the client to be idle", |st| idle(st) || st.engine.refusal().is_some()).await?;
         let st = self.shared.lock();
-        match &st.refused_access {
-            Some(detail) if !idle(&st) => Err(ClientError::Refused(detail.clone())),
+        match st.engine.refusal() {
+            Some(detail) if !idle(&st) => Err(ClientError::Refused(detail.to_owned())),
             _ => Ok(()),
         }
     }
@@ -542,9 +538,7 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let listening = shared.events.receiver_count() > 0;
     let at = Instant::now();
     let mut events = output.events.iter().peekable();
-    let mut after_acked = false;
     while let Some(event) = events.next() {
-        let acked = matches!(event, ClientEvent::Acked { .. });
         match event {
             ClientEvent::Acked { ids } => {
                 // The engine reports a refused push as "acked" followed by the hub's error.
@@ -559,11 +553,6 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
             ClientEvent::HubError { code, detail } => {
                 tracing::debug!(?code, %detail, "the hub reported an error");
                 st.last_error = Some((*code, detail.clone()));
-                // Refused pushes come right after their `Acked` (handled above); any other
-                // refusal is of a subscription.
-                if matches!(code, ErrorCode::Forbidden | ErrorCode::Unauthorized) && !after_acked {
-                    st.refused_access = Some(detail.clone());
-                }
             }
             ClientEvent::RemoteChanged { store, doc, key } if listening => {
                 let value = st.docs.get(store, doc).and_then(|r| r.get_plain().ok().flatten());
@@ -571,7 +560,6 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
             }
             _ => {}
         }
-        after_acked = acked;
     }
     Some(output.frames)
 }

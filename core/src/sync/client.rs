@@ -142,6 +142,8 @@ pub struct ClientEngine {
     sessions: HashMap<DocId, (StoreRef, sync::State)>,
     /// Documents whose outbox entries wait for a sync session to finish instead of an `Ack`.
     awaiting_repair: HashSet<DocId>,
+    /// The hub's reason for refusing a read or sync on this connection (see [`Self::refusal`]).
+    refusal: Option<String>,
     output: ClientOutput,
 }
 
@@ -156,6 +158,7 @@ impl ClientEngine {
             connected: false,
             sessions: HashMap::new(),
             awaiting_repair: HashSet::new(),
+            refusal: None,
             output: ClientOutput::default(),
         }
     }
@@ -187,6 +190,7 @@ impl ClientEngine {
     /// A transport is up: say hello, subscribe, push the outbox.
     pub fn connected(&mut self) {
         self.connected = true;
+        self.refusal = None;
         self.send(Message::Hello {
             peer: self.config.peer,
             token: self.config.token.clone(),
@@ -234,6 +238,14 @@ impl ClientEngine {
         self.outbox.is_empty()
             && self.sessions.is_empty()
             && self.subs.values().all(|s| matches!(s.phase, Phase::Live))
+    }
+
+    /// Why the hub refused access on this connection, other than to a push (a refused push is
+    /// reported as `Acked` plus `HubError`): a subscription or sync the token does not grant.
+    /// Such a store never becomes live, so [`Self::is_idle`] stays false until the next
+    /// connection.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
     }
 
     /// The last cursor known for a store.
@@ -370,6 +382,9 @@ impl ClientEngine {
             }
             Message::Sync { store, entries } => self.on_sync(store, entries, docs)?,
             Message::Error { code, detail, batch } => {
+                if batch.is_none() && matches!(code, ErrorCode::Forbidden | ErrorCode::Unauthorized) {
+                    self.refusal = Some(detail.clone());
+                }
                 if let Some(batch) = batch {
                     // A refused push is not retried: its entries would be refused again.
                     if let Some(ids) = self.inflight.remove(&batch) {
