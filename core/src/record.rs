@@ -102,21 +102,22 @@ thread_local! {
     /// Copying a prebuilt genesis document is several times cheaper than building one (no
     /// random actor for the throwaway constructor, no change hashing), which matters when a
     /// browser creates ten thousand records in one `bulkPut`.
-    static GENESIS: AutoCommit = build_genesis();
-    static GENESIS_HASH: ChangeHash = {
-        let heads = build_genesis().get_heads();
+    /// The template and the hash of its one change.
+    static GENESIS: (AutoCommit, ChangeHash) = {
+        let mut doc = build_genesis();
+        let heads = doc.get_heads();
         debug_assert_eq!(heads.len(), 1, "the genesis document is one change");
-        heads[0]
+        (doc, heads[0])
     };
 }
 
 fn genesis() -> AutoCommit {
-    GENESIS.with(AutoCommit::clone)
+    GENESIS.with(|(doc, _)| doc.clone())
 }
 
 /// The hash of the genesis change, which every record's first local change depends on.
 pub(crate) fn genesis_hash() -> ChangeHash {
-    GENESIS_HASH.with(|h| *h)
+    GENESIS.with(|(_, hash)| *hash)
 }
 
 impl Record {
