@@ -10,8 +10,11 @@
 //! * [`auth`]: signed tokens (JWT, HS256) turned into core's `Grants`.
 //! * [`metrics`]: counters and a histogram rendered in Prometheus text format.
 //!
-//! Architecture invariant: only this crate knows about sockets, files, clocks and threads; the
-//! protocol decisions (what to send, what to store, who may read) all stay in core.
+//! Not here: the native client and `tidepool-load` (`tidepool-client`, which the tests and
+//! benchmarks use), the JSON mapping behind `dump` (`tidepool-json`).
+//!
+//! Architecture invariant: only this crate knows HTTP serving, SQLite and JWT; the protocol
+//! decisions (what to send, what to store, who may read) all stay in core.
 
 pub mod actor;
 pub mod auth;
