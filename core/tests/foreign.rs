@@ -183,3 +183,35 @@ proptest! {
         prop_assert_eq!(blobs.get().unwrap(), source.get().unwrap());
     }
 }
+
+#[test]
+fn sync_messages_carrying_foreign_changes_are_refused() {
+    use automerge::sync::{ChunkList, Message as SyncMessage, MessageVersion};
+    use tidepool_core::wire::SyncEntry;
+
+    let mut hub = Hub::new(MemoryHubStore::new([1; 16]), AllowAll);
+    let conn = hub.connect();
+    let hello = Message::Hello { peer: PeerId([5; 16]), token: "t".into(), agent: "test".into() };
+    hub.receive(conn, &wire::encode(&hello)).unwrap();
+
+    let mut scratch = from_scratch();
+    let message = SyncMessage {
+        heads: scratch.get_heads(),
+        need: vec![],
+        have: vec![],
+        changes: ChunkList::from(vec![scratch.save()]),
+        flags: None,
+        version: MessageVersion::V1,
+    };
+    let key = Key::from("k").encode().unwrap();
+    let doc = tidepool_core::DocId::from_encoded_key(&store(), &key);
+    let entries = vec![SyncEntry { doc, key, message: Some(message.encode()) }];
+    let out = hub.receive(conn, &wire::encode(&Message::Sync { store: store(), entries })).unwrap();
+    assert!(!out.durable);
+    let refused = out.effects.iter().find_map(|e| match e {
+        Effect::Refused { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(refused, Some(ErrorCode::Foreign));
+    assert_eq!(hub.store_mut().head_seq(&store()).unwrap(), 0, "nothing was logged");
+}
