@@ -42,7 +42,7 @@ struct Js {
 impl Js {
     fn find() -> Option<Js> {
         let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository root").join("interop");
         match Command::new(&node).arg("--version").output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => panic!("`{} --version` failed: {}", node.to_string_lossy(), String::from_utf8_lossy(&out.stderr)),
