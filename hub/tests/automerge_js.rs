@@ -428,6 +428,19 @@ async fn push_acked(client: &Client, record: &Record, bytes: &[u8], what: &str) 
     assert_eq!(client.wait_acked(id, WAIT).await.expect("ack"), ChangeState::Acked, "{what}: {:?}", client.last_error());
 }
 
+/// Until the client holds `expected` at `key` (live changes may still be on their way).
+async fn wait_for_value(client: &Client, key: &Key, expected: &Value) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = client.get(&store(), key).expect("get");
+        if got.as_ref() == Some(expected) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key:?}: {got:?} instead of {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn heads_at(client: &Client, doc: DocId) -> Vec<String> {
     let mut record = client.records(&store()).into_iter().find(|r| r.id() == doc).expect("the client has the record");
     let mut heads: Vec<String> = record.heads().iter().map(ToString::to_string).collect();
@@ -478,7 +491,7 @@ async fn javascript_changes_travel_through_the_hub() {
     live.wait_idle(WAIT).await.expect("live idle");
     let key = Key::from("all-kinds");
     for (name, c) in [("writer", &writer), ("live", &live), ("fresh", &fresh)] {
-        assert_eq!(c.get(&store(), &key).expect("get"), Some(expected.to_plain()), "{name}");
+        wait_for_value(c, &key, &expected.to_plain()).await;
         assert_eq!(heads_at(c, base.id()), merged_heads, "{name}");
         assert_eq!(c.get(&store(), &Key::Number(7.0)).expect("get"), Some(Value::Int(5)), "{name}");
         assert_eq!(c.get(&store(), &Key::from("deleted")).expect("get"), None, "{name}");
