@@ -288,31 +288,49 @@ fn save_edit(v: &mut Value) {
     }
 }
 
-/// The JS outputs made from the fixture's `kinds` record: (bytes, the JS document after, edit).
+/// Bytes written by JS from the fixture's `kinds` record, the JS document they came from, and
+/// what they do to the record's value.
+struct JsEdit {
+    what: &'static str,
+    bytes: Vec<u8>,
+    after: Json,
+    edit: fn(&mut Value),
+}
+
+/// The script's `change`, `incremental` and `save`, each made on the same base.
 struct JsEdits {
-    single: (Vec<u8>, Json),
-    incremental: (Vec<u8>, Json),
-    saved: (Vec<u8>, Json),
+    single: JsEdit,
+    incremental: JsEdit,
+    saved: JsEdit,
 }
 
 impl JsEdits {
     fn make(js: &Js, dir: &Path, base: &mut Record) -> JsEdits {
         let base_file = dir.join("base.automerge");
         std::fs::write(&base_file, base.save()).expect("write");
-        let run = |command: &str| {
+        let run = |command: &str, what: &'static str, edit: fn(&mut Value)| {
             let out = dir.join(format!("{command}.bin"));
-            let described = js.run(&[Path::new(command), &base_file, &out]);
-            (std::fs::read(&out).expect("read"), described)
+            let after = js.run(&[Path::new(command), &base_file, &out]);
+            JsEdit { what, bytes: std::fs::read(&out).expect("read"), after, edit }
         };
-        JsEdits { single: run("change"), incremental: run("incremental"), saved: run("save") }
+        JsEdits {
+            single: run("change", "A.getLastLocalChange", single_edit),
+            incremental: run("incremental", "A.saveIncremental", incremental_edit),
+            saved: run("save", "A.save", save_edit),
+        }
     }
 
-    fn all(&self) -> [(&'static str, &(Vec<u8>, Json), fn(&mut Value)); 3] {
-        [
-            ("A.getLastLocalChange", &self.single, single_edit),
-            ("A.saveIncremental", &self.incremental, incremental_edit),
-            ("A.save", &self.saved, save_edit),
-        ]
+    fn all(&self) -> [&JsEdit; 3] {
+        [&self.single, &self.incremental, &self.saved]
+    }
+
+    /// The fixture's value with all three edits.
+    fn merged_value(&self, fixture: &Fixture) -> Value {
+        let mut value = fixture.kinds_value();
+        for e in self.all() {
+            (e.edit)(&mut value);
+        }
+        value
     }
 }
 
@@ -370,13 +388,13 @@ fn javascript_changes_incremental_saves_and_saves_apply_to_records() {
     let base_heads = base.heads();
     let edits = JsEdits::make(&js, dir.path(), &mut base);
 
-    for (what, (bytes, after), edit) in edits.all() {
+    for JsEdit { what, bytes, after, edit } in edits.all() {
         let mut record = base.clone();
         let changed = record.apply(&Payload::Changes(vec![bytes.clone()])).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(changed, "{what} changed the record");
         let mut expected = fixture.kinds_value();
         edit(&mut expected);
-        assert_eq!(record.get().expect("get"), Some(expected.clone()), "{what}: Tidepool's value");
+        assert_eq!(record.get().expect("get"), Some(expected), "{what}: Tidepool's value");
         assert_eq!(describe(&mut record, None), as_described(after.clone()), "{what}: the same document as in JS");
         assert!(record.missing_deps().is_empty(), "{what}");
         // Applying the same bytes again is a no-op.
@@ -384,29 +402,25 @@ fn javascript_changes_incremental_saves_and_saves_apply_to_records() {
     }
 
     // The incremental save is several changes in one byte string, exactly.
-    let (blob, after) = &edits.incremental;
+    let incremental = &edits.incremental;
     let mut record = base.clone();
-    record.apply(&Payload::Changes(vec![blob.clone()])).expect("apply");
+    record.apply(&Payload::Changes(vec![incremental.bytes.clone()])).expect("apply");
     let changes = record.changes_since(&base_heads);
-    assert_eq!(changes.len() as u64, after["changes"].as_u64().expect("count"));
+    assert_eq!(changes.len() as u64, incremental.after["changes"].as_u64().expect("count"));
     assert!(changes.len() >= 2, "A.saveIncremental holds {} changes", changes.len());
-    assert_eq!(changes.iter().map(Vec::len).sum::<usize>(), blob.len());
+    assert_eq!(changes.iter().map(Vec::len).sum::<usize>(), incremental.bytes.len());
 
     // The three were made concurrently on the same base; merged in any order they agree.
-    let mut expected = fixture.kinds_value();
-    for (_, _, edit) in edits.all() {
-        edit(&mut expected);
-    }
+    let expected = edits.merged_value(&fixture);
     let mut merged = base.clone();
-    let all = edits.all();
-    for (_, (bytes, _), _) in &all {
-        merged.apply(&Payload::Changes(vec![bytes.clone()])).expect("apply");
+    for e in edits.all() {
+        merged.apply(&Payload::Changes(vec![e.bytes.clone()])).expect("apply");
     }
     let mut reversed = base.clone();
-    reversed.apply(&Payload::Changes(all.iter().rev().map(|(_, (b, _), _)| b.clone()).collect())).expect("apply");
+    reversed.apply(&Payload::Changes(edits.all().iter().rev().map(|e| e.bytes.clone()).collect())).expect("apply");
     assert_eq!(merged.get().expect("get"), Some(expected.clone()));
     assert_eq!(reversed.heads(), merged.heads());
-    assert_eq!(reversed.get().expect("get"), Some(expected.clone()));
+    assert_eq!(reversed.get().expect("get"), Some(expected));
     // And JS reads the merged document as Tidepool does.
     let file = dir.path().join("merged.automerge");
     std::fs::write(&file, merged.save()).expect("write");
@@ -472,16 +486,13 @@ async fn javascript_changes_travel_through_the_hub() {
             push_acked(&writer, record, change, &format!("{:?} change {i}", record.key())).await;
         }
     }
-    for (what, (bytes, _), _) in edits.all() {
-        push_acked(&writer, &base, bytes, what).await;
+    for e in edits.all() {
+        push_acked(&writer, &base, &e.bytes, e.what).await;
     }
 
-    let mut expected = fixture.kinds_value();
-    for (_, _, edit) in edits.all() {
-        edit(&mut expected);
-    }
+    let expected = edits.merged_value(&fixture);
     let mut merged = base.clone();
-    merged.apply(&Payload::Changes(edits.all().iter().map(|(_, (b, _), _)| b.clone()).collect())).expect("apply");
+    merged.apply(&Payload::Changes(edits.all().iter().map(|e| e.bytes.clone()).collect())).expect("apply");
     let mut merged_heads: Vec<String> = merged.heads().iter().map(ToString::to_string).collect();
     merged_heads.sort();
 
@@ -513,7 +524,7 @@ fn a_document_made_from_scratch_in_javascript_is_refused_by_records() {
 
     let mut payloads = scratch.payloads();
     // All or nothing: a good change beside a foreign one is not applied either.
-    let mut mixed = vec![edits.single.0.clone()];
+    let mut mixed = vec![edits.single.bytes.clone()];
     mixed.extend(scratch.changes.iter().cloned());
     payloads.push(("a JS change on Tidepool's document, then its changes", Payload::Changes(mixed)));
     for (name, target) in [("an existing record", &base), ("a new record", &fresh)] {
@@ -570,7 +581,7 @@ async fn the_hub_refuses_a_document_made_from_scratch_in_javascript() {
     // before the foreign one in the same document.
     let (beside, beside_key, beside_change) = change(&store(), "beside-foreign", &object! { "ok" => true });
     let good = DocData { doc: beside, key: beside_key, payload: Payload::Changes(vec![beside_change]) };
-    let mut mixed = vec![edits.single.0.clone()];
+    let mut mixed = vec![edits.single.bytes.clone()];
     mixed.extend(scratch.changes.iter().cloned());
     send(&mut ws, push(30, vec![good, doc_data(&base, Payload::Changes(mixed))])).await;
     assert_eq!(expect_error(&mut ws, ErrorCode::Foreign).await, Some(30));
