@@ -3,10 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PROPTEST_CASES ?= 256
 
-.PHONY: test bench deps-rust test-rust test-wasm-check fuzz-build
+.PHONY: test bench deps-rust test-deps test-rust test-wasm-check fuzz-build
 
 # Each shell adds its own targets to TEST_TARGETS / BENCH_TARGETS in its fragment.
-TEST_TARGETS := deps-rust test-wasm-check test-rust
+TEST_TARGETS := deps-rust test-deps test-wasm-check test-rust
 BENCH_TARGETS := bench-core
 include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk demo/demo.mk interop/interop.mk
 
@@ -15,6 +15,30 @@ bench: $(BENCH_TARGETS)
 
 deps-rust:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# The crate dependency rule (ARCHITECTURE.md): crate, then the packages it must not reach
+# through normal dependencies, on any target. `cargo tree` resolves without building, so this
+# takes about a second.
+FORBIDDEN_DEPS := \
+	tidepool-core:tokio,axum,rusqlite,serde_json \
+	tidepool-json:tokio,tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http \
+	tidepool-client:tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http \
+	tidepool-tez-bridge:tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http
+
+test-deps:
+	@broken=0; \
+	for rule in $(FORBIDDEN_DEPS); do \
+		crate=$${rule%%:*}; \
+		tree=$$($(CARGO) tree -q -e normal --target all -p $$crate --prefix none --format '{p}') || exit 1; \
+		for dep in $$(echo "$${rule#*:}" | tr , ' '); do \
+			if grep -q "^$$dep v" <<< "$$tree"; then \
+				echo "crate dependency rule broken: $$crate must not depend on $$dep (ARCHITECTURE.md), but does through:" >&2; \
+				$(CARGO) tree -q -e normal --target all -p $$crate -i $$dep >&2; \
+				broken=1; \
+			fi; \
+		done; \
+	done; \
+	[ $$broken = 0 ] && echo "crate dependency rule holds: $(foreach r,$(FORBIDDEN_DEPS),$(firstword $(subst :, ,$(r))))"
 
 test-wasm-check:
 	$(CARGO) check -p tidepool-core --target wasm32-unknown-unknown

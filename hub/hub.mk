@@ -8,7 +8,8 @@ BENCH_TARGETS += bench-hub
 
 .PHONY: bench-hub bench-hub-rss
 
-# tidepool-load against a release hub: 50 clients, 1,000 records; prints one JSON line.
+# tidepool-load (tidepool-client) against a release hub: 50 clients, 1,000 records; prints one
+# JSON line.
 bench-hub:
 	CARGO=$(CARGO) hub/bench/load.sh
 

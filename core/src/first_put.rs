@@ -15,7 +15,8 @@ use std::num::NonZeroU64;
 use automerge::legacy::{ElementId, Key as OpKey, ObjectId, Op, OpId, OpType, SortedVec};
 use automerge::{ActorId, Change, ExpandedChange, ObjType, ScalarValue};
 
-use crate::record::{LIVE, LocalChange, Record, RecordError, VALUE, genesis_actor, genesis_hash};
+use crate::layout::{LIVE, VALUE, genesis_actor, genesis_hash};
+use crate::record::{LocalChange, Record, RecordError};
 use crate::value::Value;
 
 /// The genesis change's ops: `v` is op 1, `prov` op 2; the first local op is 3.

@@ -4,7 +4,9 @@
 
 pub mod doc_id;
 pub mod first_put;
+pub mod foreign;
 pub mod key;
+pub mod layout;
 mod reconcile;
 pub mod record;
 pub mod sync;
@@ -17,4 +19,6 @@ pub use doc_id::{DocId, StoreRef};
 pub use key::{Key, KeyError};
 pub use record::{LocalChange, Record, RecordError};
 pub use value::{PathSegment, Value, ValueError};
-pub use writeback::{Provenance, WriteBack, WriteBackError, WriteMode};
+pub use foreign::{Verified, VerifiedSync};
+pub use layout::Provenance;
+pub use writeback::{WriteBack, WriteBackError, WriteMode};

@@ -1,38 +1,21 @@
 //! Records: one IndexedDB record as one Automerge document, with put, get, delete, increment and
 //! text splices.
 //!
-//! Document layout (schema v1):
-//!
-//! | root key | holds |
-//! |----------|-------|
-//! | `v`      | the record value; a map created by the genesis change |
-//! | `live`   | present while the record exists: an edit count that every user edit raises (a fresh op, which a concurrent delete did not see), delete removes it |
-//! | `prov`   | analytics provenance: field name -> `{job, run}`; a map created by the genesis change |
-//!
-//! The genesis change is deterministic (a constant actor, time 0), so every peer that creates the
-//! record produces the byte-identical change and they all share one `v` map: fields put by peers
-//! that created the same key offline merge field by field.
+//! The document layout (root keys, genesis change) lives in [`crate::layout`]; foreign bytes are
+//! checked by [`crate::foreign`] before any of them is applied.
 
+use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{
-    ActorId, AutoCommit, Change, ChangeHash, LoadOptions, ObjId, ObjType, OnPartialLoad, Prop, ROOT,
-    ReadDoc, ScalarValue, TextEncoding,
-};
-use sha2::{Digest, Sha256};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue};
 use thiserror::Error;
 
 use crate::doc_id::{DocId, StoreRef};
+use crate::foreign::{self, Verified, VerifiedSync};
 use crate::key::{Key, KeyError};
+use crate::layout::{LIVE, Provenance, VALUE, genesis, mark_live};
 use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
 use crate::value::{PathSegment, Value, ValueError};
 use crate::wire::Payload;
-
-pub(crate) const VALUE: &str = "v";
-pub(crate) const LIVE: &str = "live";
-pub(crate) const PROVENANCE: &str = "prov";
-
-/// Indexes into collaborative text count UTF-16 code units, as JavaScript strings do.
-pub const TEXT_ENCODING: TextEncoding = TextEncoding::Utf16CodeUnit;
 
 /// What went wrong with a record operation.
 #[derive(Debug, Error)]
@@ -53,6 +36,12 @@ pub enum RecordError {
     Corrupt(automerge::AutomergeError),
     #[error("a change does not parse: {0}")]
     CorruptChange(String),
+    #[error("a sync message does not decode: {0}")]
+    SyncMessage(String),
+    #[error(
+        "not a Tidepool document: change {0} has no dependencies and is not Tidepool's genesis change (a document created outside Tidepool; start from a Tidepool document instead)"
+    )]
+    Foreign(ChangeHash),
     #[error("automerge rejected an edit: {0}")]
     Automerge(#[from] automerge::AutomergeError),
 }
@@ -79,45 +68,6 @@ pub struct Record {
     id: DocId,
     key: Vec<u8>,
     doc: AutoCommit,
-}
-
-/// The actor of every genesis change. Constant, so the genesis change is the same bytes in every
-/// document and on every peer, and a document can start as a copy of one prebuilt template.
-pub(crate) fn genesis_actor() -> ActorId {
-    let digest = Sha256::new().chain_update(b"tidepool/genesis/v1\0").finalize();
-    ActorId::from(&digest[..16])
-}
-
-fn build_genesis() -> AutoCommit {
-    let mut doc = AutoCommit::new_with_encoding(TEXT_ENCODING).with_actor(genesis_actor());
-    let built = doc
-        .put_object(ROOT, VALUE, ObjType::Map)
-        .and_then(|_| doc.put_object(ROOT, PROVENANCE, ObjType::Map));
-    debug_assert!(built.is_ok(), "putting into an empty root cannot fail");
-    doc.commit_with(CommitOptions::default().with_time(0));
-    doc
-}
-
-thread_local! {
-    /// Copying a prebuilt genesis document is several times cheaper than building one (no
-    /// random actor for the throwaway constructor, no change hashing), which matters when a
-    /// browser creates ten thousand records in one `bulkPut`.
-    /// The template and the hash of its one change.
-    static GENESIS: (AutoCommit, ChangeHash) = {
-        let mut doc = build_genesis();
-        let heads = doc.get_heads();
-        debug_assert_eq!(heads.len(), 1, "the genesis document is one change");
-        (doc, heads[0])
-    };
-}
-
-fn genesis() -> AutoCommit {
-    GENESIS.with(|(doc, _)| doc.clone())
-}
-
-/// The hash of the genesis change, which every record's first local change depends on.
-pub(crate) fn genesis_hash() -> ChangeHash {
-    GENESIS.with(|(_, hash)| *hash)
 }
 
 impl Record {
@@ -152,7 +102,7 @@ impl Record {
         match payload {
             Payload::Document(bytes) => {
                 let id = DocId::from_encoded_key(store, &key);
-                let doc = load_document(bytes)?.with_actor(actor.clone());
+                let doc = foreign::load_document(bytes)?.with_actor(actor.clone());
                 Ok(Record { id, key, doc })
             }
             Payload::Changes(_) => {
@@ -361,23 +311,42 @@ impl Record {
         Ok(hash.zip(change).map(|(hash, c)| LocalChange { hash, bytes: c.raw_bytes().to_vec() }))
     }
 
-    /// Merges Automerge bytes from a peer (untrusted). Everything is parsed before anything is
-    /// applied, so corrupt bytes give [`RecordError::Corrupt`] and leave the document as it was.
-    /// Returns whether the document changed. Changes whose dependencies are missing wait inside
-    /// Automerge until the dependencies arrive; [`Record::missing_deps`] tells.
+    /// Merges Automerge bytes from a peer (untrusted). Everything is parsed and checked before
+    /// anything is applied, so corrupt or foreign bytes give an error and leave the document as
+    /// it was. Returns whether the document changed. Changes whose dependencies are missing wait
+    /// inside Automerge until the dependencies arrive; [`Record::missing_deps`] tells.
     pub fn apply(&mut self, payload: &Payload) -> Result<bool, RecordError> {
-        let before = self.doc.get_heads();
         match payload {
-            Payload::Changes(chunks) => {
-                let changes = parse_changes(chunks)?;
-                self.doc.apply_changes(changes).map_err(RecordError::Corrupt)?;
-            }
+            Payload::Changes(_) => self.apply_verified(Verified::parse(payload)?),
             Payload::Document(bytes) => {
-                let mut other = load_document(bytes)?;
+                let before = self.doc.get_heads();
+                let mut other = foreign::load_document(bytes)?;
                 self.doc.merge(&mut other).map_err(RecordError::Corrupt)?;
+                Ok(self.doc.get_heads() != before)
             }
         }
+    }
+
+    /// Applies changes parsed and checked by [`Verified::parse`]; returns whether the document
+    /// changed.
+    pub fn apply_verified(&mut self, changes: Verified) -> Result<bool, RecordError> {
+        let before = self.doc.get_heads();
+        self.doc.apply_changes(changes.into_changes()).map_err(RecordError::Corrupt)?;
         Ok(self.doc.get_heads() != before)
+    }
+
+    /// Takes one message of Automerge's sync protocol from a peer, checked by
+    /// [`VerifiedSync::parse`]. Returns whether the document changed.
+    pub fn receive_sync(&mut self, state: &mut sync::State, message: VerifiedSync) -> Result<bool, RecordError> {
+        let before = self.doc.get_heads();
+        self.doc.sync().receive_sync_message(state, message.into_message()).map_err(RecordError::Corrupt)?;
+        Ok(self.doc.get_heads() != before)
+    }
+
+    /// The next message of Automerge's sync protocol for this peer, encoded; `None` when there
+    /// is nothing more to say.
+    pub fn sync_message(&mut self, state: &mut sync::State) -> Option<Vec<u8>> {
+        self.doc.sync().generate_sync_message(state).map(sync::Message::encode)
     }
 
     /// Changes this document has been told about but cannot apply yet.
@@ -399,18 +368,30 @@ impl Record {
         self.doc.get_changes(heads).iter().map(|c| c.raw_bytes().to_vec()).collect()
     }
 
-    /// The Automerge document, for the sync protocol and for read-only inspection.
-    pub fn doc_mut(&mut self) -> &mut AutoCommit {
-        &mut self.doc
+    /// Every change after `heads`.
+    pub fn changes_after(&mut self, heads: &[ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(heads)
     }
 
+    /// Whether the document holds the change.
+    pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_by_hash(hash).is_some()
+    }
+
+    /// The Automerge document, for read-only inspection. Edits go through the record's methods
+    /// and peers' bytes through [`Record::apply`], which checks them first.
     pub fn doc(&self) -> &AutoCommit {
         &self.doc
     }
 
+    /// A copy of the document as it was at `heads` (write-back builds its change there).
+    pub(crate) fn fork_at(&mut self, heads: &[ChangeHash]) -> Result<AutoCommit, automerge::AutomergeError> {
+        self.doc.fork_at(heads)
+    }
+
     /// Which analytics run last wrote `field`, if any.
-    pub fn provenance(&self, field: &str) -> Option<crate::writeback::Provenance> {
-        crate::writeback::Provenance::read(&self.doc, field)
+    pub fn provenance(&self, field: &str) -> Option<Provenance> {
+        Provenance::read(&self.doc, field)
     }
 }
 
@@ -423,32 +404,6 @@ pub fn plain_values<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<(V
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-/// Writes a fresh `live` op. Automerge drops a put of the value a key already holds, so the
-/// value must change each time: it counts edits.
-pub(crate) fn mark_live<T: Transactable>(doc: &mut T) -> Result<(), automerge::AutomergeError> {
-    let edits = match doc.get(ROOT, LIVE)? {
-        Some((automerge::Value::Scalar(s), _)) => s.as_i64().unwrap_or(0),
-        _ => 0,
-    };
-    doc.put(ROOT, LIVE, edits.wrapping_add(1))
-}
-
-fn parse_changes(chunks: &[Vec<u8>]) -> Result<Vec<Change>, RecordError> {
-    chunks
-        .iter()
-        .map(|c| {
-            Change::try_from(c.as_slice())
-                .map_err(|e| RecordError::CorruptChange(e.to_string()))
-        })
-        .collect()
-}
-
-fn load_document(bytes: &[u8]) -> Result<AutoCommit, RecordError> {
-    let options =
-        LoadOptions::new().on_partial_load(OnPartialLoad::Error).text_encoding(TEXT_ENCODING);
-    AutoCommit::load_with_options(bytes, options).map_err(RecordError::Corrupt)
 }
 
 fn to_prop(seg: &PathSegment) -> Prop {

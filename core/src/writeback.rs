@@ -16,30 +16,12 @@ use thiserror::Error;
 
 use crate::doc_id::DocId;
 use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
-use crate::record::{LIVE, LocalChange, PROVENANCE, Record, VALUE, mark_live};
+use crate::layout::{LIVE, PROVENANCE, VALUE, mark_live};
+use crate::record::{LocalChange, Record};
 use crate::value::{Value, ValueError};
 
 /// The timestamp of every write-back change, so retries are byte-identical.
 pub const WRITE_BACK_TIME: i64 = 0;
-
-/// Which analytics run wrote a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provenance {
-    pub job: String,
-    pub run: String,
-}
-
-impl Provenance {
-    pub(crate) fn read(doc: &AutoCommit, field: &str) -> Option<Provenance> {
-        let (_, prov) = doc.get(ROOT, PROVENANCE).ok()??;
-        let (_, entry) = doc.get(&prov, field).ok()??;
-        let text = |k: &str| match doc.get(&entry, k).ok()?? {
-            (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
-            _ => None,
-        };
-        Some(Provenance { job: text("job")?, run: text("run")? })
-    }
-}
 
 /// Why a write-back could not be built.
 #[derive(Debug, Error)]
@@ -113,7 +95,7 @@ impl WriteBack {
         if !ReadDoc::get_missing_deps(record.doc(), heads).is_empty() {
             return Err(WriteBackError::UnknownHeads);
         }
-        let mut fork = record.doc_mut().fork_at(heads)?;
+        let mut fork = record.fork_at(heads)?;
         fork.set_actor(self.actor(&record.id()));
         let target = match (fork.get(ROOT, VALUE)?, mode) {
             (Some((automerge::Value::Object(ObjType::Map), obj)), _) => obj,

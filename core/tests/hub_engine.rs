@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use automerge::ActorId;
 use tidepool_core::sync::{
-    Authorizer, ClientConfig, ClientEngine, ClientEvent, ConnId, Grants, Hub, MemoryClientDocs, MemoryHubStore,
+    Authorizer, ClientConfig, ClientEngine, ClientEvent, ConnId, Effect, Grants, Hub, MemoryClientDocs, MemoryHubStore,
 };
 use tidepool_core::wire::{self, DocData, ErrorCode, Limits, Message, Payload, PeerId};
 use tidepool_core::{Key, StoreRef, object};
@@ -35,7 +35,13 @@ fn first_error(hub: &mut Hub<MemoryHubStore, ReadAllWriteTodos>, conn: ConnId, f
         Ok(Message::Error { code, .. }) => Some(code),
         _ => None,
     });
-    (code, out.close.contains(&conn))
+    // The typed effect says the same as the frame the peer gets.
+    let effect = out.effects.iter().find_map(|e| match e {
+        Effect::Refused { conn: c, code, .. } if *c == conn => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, effect, "error frame and effect disagree");
+    (code, out.close.iter().any(|c| c.conn == conn))
 }
 
 fn hello(token: &str) -> Vec<u8> {
@@ -163,7 +169,7 @@ fn a_change_larger_than_the_hub_allows_is_refused_locally_not_pushed_forever() {
             assert!(out.frames.iter().all(|f| f.len() <= 64 * 1024 || !closed));
             for f in out.frames {
                 let reply = hub.receive(conn, &f).unwrap();
-                closed |= reply.close.contains(&conn);
+                closed |= reply.close.iter().any(|c| c.conn == conn);
                 for o in reply.sends {
                     let _ = client.receive(&o.frame, docs);
                 }

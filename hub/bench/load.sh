@@ -10,7 +10,7 @@ RECORDS=${RECORDS:-1000}
 OPS=${OPS:-10000}
 WINDOW=${WINDOW:-8}
 
-$CARGO build --quiet --release -p tidepool-hub --bins
+$CARGO build --quiet --release -p tidepool-hub -p tidepool-client --bins
 bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 work=$(mktemp -d)
 pid=

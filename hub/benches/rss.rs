@@ -17,7 +17,7 @@ use rand::Rng;
 use tidepool_core::automerge::ActorId;
 use tidepool_core::wire::PeerId;
 use tidepool_core::{Key, Record, StoreRef, object};
-use tidepool_hub::client::{Client, ClientOptions};
+use tidepool_client::{Client, ClientOptions};
 use tidepool_hub::storage::{Backend, LogRow, OpenMode, SqliteBackend};
 
 const TARGET_MIB: f64 = 512.0;

@@ -21,8 +21,8 @@ use crate::storage::Backend;
 #[derive(Debug)]
 pub enum Out {
     Frame(Arc<Vec<u8>>),
-    /// Tell the client `reason` (if any), then close.
-    Close(Option<ErrorCode>),
+    /// Close for `reason`; unless `told`, tell the client the reason in an error frame first.
+    Close { reason: Option<ErrorCode>, told: bool },
 }
 
 /// A connection's outbound queue. `queued` counts the bytes not yet written to the socket: the
@@ -106,7 +106,7 @@ pub fn run<B: Backend, A: Authorizer>(
         }
     }
     for (_, out) in conns.drain() {
-        let _ = out.tx.send(Out::Close(Some(ErrorCode::ShuttingDown)));
+        let _ = out.tx.send(Out::Close { reason: Some(ErrorCode::ShuttingDown), told: false });
     }
     engine.flush();
     tracing::info!("storage closed");
@@ -129,7 +129,7 @@ fn deliver<B: Backend, A: Authorizer>(
                     engine.disconnect(to);
                     engine.metrics().error(ErrorCode::Overloaded);
                     if let Some(out) = conns.remove(&to) {
-                        let _ = out.tx.send(Out::Close(Some(ErrorCode::Overloaded)));
+                        let _ = out.tx.send(Out::Close { reason: Some(ErrorCode::Overloaded), told: false });
                     }
                     continue;
                 }
@@ -139,9 +139,10 @@ fn deliver<B: Backend, A: Authorizer>(
                     conns.remove(&to);
                 }
             }
-            Delivery::Close { conn, reason } => {
+            Delivery::Authenticated { .. } => {}
+            Delivery::Close { conn, reason, told } => {
                 if let Some(out) = conns.remove(&conn) {
-                    let _ = out.tx.send(Out::Close(reason));
+                    let _ = out.tx.send(Out::Close { reason, told });
                 }
             }
         }

@@ -224,9 +224,9 @@ async fn write<S>(
                     ctx.metrics.frames_out.fetch_add(1, Relaxed);
                     ctx.metrics.bytes_out.fetch_add(len as u64, Relaxed);
                 }
-                Some(Out::Close(reason)) => {
+                Some(Out::Close { reason, told }) => {
                     let _ = tokio::time::timeout(timeout, async {
-                        if let Some(code) = reason {
+                        if let (Some(code), false) = (reason, told) {
                             let _ = sink.feed(error_message(code)).await;
                         }
                         let _ = sink.send(Message::Close(None)).await;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use tidepool_core::sync::{Authorizer, ConnId, Hub, HubConfig, HubError, HubOutput};
-use tidepool_core::wire::{self, ErrorCode, Limits, Message};
+use tidepool_core::sync::{Authorizer, ConnId, Effect, Hub, HubConfig, HubError, HubOutput};
+use tidepool_core::wire::ErrorCode;
 
 use crate::metrics::Metrics;
 use crate::storage::{Backend, Storage};
@@ -35,33 +35,11 @@ pub enum Delivery {
     /// `fanout` marks frames caused by another connection's input (the slow-consumer rule only
     /// applies to those: a client is never dropped for the replies to its own requests).
     Frame { to: ConnId, frame: Arc<Vec<u8>>, fanout: bool },
-    /// Close the connection after its frames, telling it `reason` first if there is one.
-    Close { conn: ConnId, reason: Option<ErrorCode> },
-}
-
-/// Error frames are small; anything larger is not inspected.
-const ERROR_FRAME_PEEK: usize = 64 * 1024;
-/// bincode writes an enum's variant index first (a one-byte varint for small indexes), right
-/// after the 6-byte header; `Message::Error` is variant 9. Checking that byte spares decoding
-/// every reply; `error_in` decodes to confirm, and a test pins the layout.
-const ERROR_VARIANT_AT: usize = 6;
-const ERROR_VARIANT: u8 = 9;
-
-/// The error a frame carries, if it is an error frame: (code, detail, batch).
-pub fn error_in(frame: &[u8]) -> Option<(ErrorCode, String, Option<u64>)> {
-    if frame.len() > ERROR_FRAME_PEEK || frame.get(ERROR_VARIANT_AT) != Some(&ERROR_VARIANT) {
-        return None;
-    }
-    match wire::decode(frame, &Limits { max_frame: ERROR_FRAME_PEEK, max_docs: 0 }) {
-        Ok(Message::Error { code, detail, batch }) => Some((code, detail, batch)),
-        _ => None,
-    }
-}
-
-/// Core refuses a push as a whole with an error naming its batch, but may already have logged
-/// some of the batch's documents (when a later one fails to apply); the frame's writes must go.
-fn refuses_a_push(conn: ConnId, out: &HubOutput) -> bool {
-    out.sends.iter().any(|s| s.to == conn && matches!(error_in(&s.frame), Some((_, _, Some(_)))))
+    /// The connection's `Hello` was accepted (its `Welcome` is among the frames before this).
+    Authenticated { conn: ConnId },
+    /// Close the connection after its frames. `reason` picks the close code; unless `told`, the
+    /// shell first sends it as an error frame (core has already told the peer when `told`).
+    Close { conn: ConnId, reason: Option<ErrorCode>, told: bool },
 }
 
 /// Core's hub over [`Storage`], with group commit.
@@ -129,7 +107,9 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                     let received = received.unwrap_or_else(|_| Err(HubError("panic while handling a frame".into())));
                     match received {
                         Ok(out) => {
-                            let refused = refuses_a_push(conn, &out);
+                            // Core refuses a push as a whole but may already have logged some of
+                            // the batch's documents (when a later one failed to apply).
+                            let refused = out.refuses_push(conn);
                             match self.hub.store_mut().end_frame(!refused) {
                                 Ok(()) => self.collect(conn, out, &mut deliveries),
                                 Err(e) => failure = Some(e.to_string()),
@@ -143,7 +123,7 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                     if let Some(code) = reason {
                         self.metrics.error(code);
                     }
-                    deliveries.push(Delivery::Close { conn, reason });
+                    deliveries.push(Delivery::Close { conn, reason, told: false });
                 }
             }
         }
@@ -168,7 +148,7 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                 self.hub.disconnect(conn);
                 self.metrics.error(ErrorCode::Internal);
                 deliveries.push(Delivery::Frame { to: conn, frame: frame.clone(), fanout: false });
-                deliveries.push(Delivery::Close { conn, reason: None });
+                deliveries.push(Delivery::Close { conn, reason: Some(ErrorCode::Internal), told: true });
             }
         }
         self.update_gauges();
@@ -178,18 +158,22 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
 
     fn collect(&mut self, from: ConnId, out: HubOutput, deliveries: &mut Vec<Delivery>) {
         for send in out.sends {
-            if send.to == from
-                && let Some((code, detail, _)) = error_in(&send.frame)
-            {
-                tracing::debug!(conn = from, code = crate::metrics::code_label(code), %detail, "error frame");
-                self.metrics.error(code);
-            }
             deliveries.push(Delivery::Frame { to: send.to, fanout: send.to != from, frame: send.frame });
         }
-        for conn in out.close {
+        for effect in out.effects {
+            match effect {
+                Effect::Welcomed { conn, .. } => deliveries.push(Delivery::Authenticated { conn }),
+                Effect::Refused { conn, code, batch, log } => {
+                    tracing::debug!(conn, code = crate::metrics::code_label(code), ?batch, detail = %log, "refused");
+                    self.metrics.error(code);
+                }
+                Effect::Acknowledged { .. } | Effect::FannedOut { .. } => {}
+            }
+        }
+        for close in out.close {
             // Forget it now so no later frame of the batch is processed or fanned out to it.
-            self.hub.disconnect(conn);
-            deliveries.push(Delivery::Close { conn, reason: None });
+            self.hub.disconnect(close.conn);
+            deliveries.push(Delivery::Close { conn: close.conn, reason: Some(close.reason), told: true });
         }
     }
 
@@ -227,19 +211,5 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
             tracing::warn!(error = %e, "final snapshots failed; the log still holds everything");
             storage.abort();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_frames_are_recognized_and_nothing_else_is() {
-        let error = wire::encode(&Message::Error { code: ErrorCode::Forbidden, detail: "no".into(), batch: Some(3) });
-        assert_eq!(error_in(&error), Some((ErrorCode::Forbidden, "no".into(), Some(3))));
-        let ack = wire::encode(&Message::Ack { batch: 9, incomplete: vec![] });
-        assert_eq!(error_in(&ack), None);
-        assert_eq!(error_in(&[]), None);
     }
 }

@@ -8,20 +8,18 @@
 //! * [`actor`]: the thread that owns the engine and the SQLite connection.
 //! * [`server`] and [`conn`]: axum routes, one task per WebSocket, limits, graceful shutdown.
 //! * [`auth`]: signed tokens (JWT, HS256) turned into core's `Grants`.
-//! * [`client`]: a native client over core's `ClientEngine`; [`load`] drives many of them.
-//! * [`json`]: the JSON mapping of record keys and values used by `dump`.
 //! * [`metrics`]: counters and a histogram rendered in Prometheus text format.
 //!
-//! Architecture invariant: only this crate knows about sockets, files, clocks and threads; the
-//! protocol decisions (what to send, what to store, who may read) all stay in core.
+//! Not here: the native client and `tidepool-load` (`tidepool-client`, which the tests and
+//! benchmarks use), the JSON mapping behind `dump` (`tidepool-json`).
+//!
+//! Architecture invariant: only this crate knows HTTP serving, SQLite and JWT; the protocol
+//! decisions (what to send, what to store, who may read) all stay in core.
 
 pub mod actor;
 pub mod auth;
-pub mod client;
 pub mod conn;
 pub mod engine;
-pub mod json;
-pub mod load;
 pub mod metrics;
 pub mod server;
 pub mod storage;

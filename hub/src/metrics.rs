@@ -8,7 +8,7 @@ use std::time::Duration;
 use tidepool_core::wire::ErrorCode;
 
 /// Every error code, in the order of [`code_index`].
-pub const ERROR_CODES: [ErrorCode; 12] = [
+pub const ERROR_CODES: [ErrorCode; 13] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::TooLarge,
@@ -21,6 +21,7 @@ pub const ERROR_CODES: [ErrorCode; 12] = [
     ErrorCode::IdleTimeout,
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
+    ErrorCode::Foreign,
 ];
 
 fn code_index(code: ErrorCode) -> usize {
@@ -42,6 +43,7 @@ pub fn code_label(code: ErrorCode) -> &'static str {
         ErrorCode::IdleTimeout => "idle_timeout",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
+        ErrorCode::Foreign => "foreign",
     }
 }
 

@@ -14,8 +14,7 @@ use futures_util::SinkExt;
 use tidepool_core::wire::{self, DocData, ErrorCode, Message, Payload, Subscription};
 use tidepool_core::automerge::ActorId;
 use tidepool_core::{Key, Record, StoreRef, object};
-use tidepool_hub::client::{Client, ClientOptions};
-use tidepool_hub::load::converge;
+use tidepool_client::{Client, ClientOptions, converge};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -241,7 +240,7 @@ async fn tokens_are_checked_and_grants_enforced_per_store() {
     client.subscribe(todos());
     client.subscribe(StoreRef::new("app", "stats"));
     match client.wait_idle(WAIT).await {
-        Err(tidepool_hub::client::ClientError::Refused(detail)) => assert!(detail.contains("app/stats"), "{detail}"),
+        Err(tidepool_client::ClientError::Refused(detail)) => assert!(detail.contains("app/stats"), "{detail}"),
         other => panic!("expected the subscription to be refused, got {other:?}"),
     }
     others.still_served().await;

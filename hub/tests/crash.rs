@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use tidepool_core::{Key, StoreRef, object};
-use tidepool_hub::client::{ChangeState, Client, ClientOptions};
-use tidepool_hub::load::converge;
+use tidepool_client::{ChangeState, Client, ClientOptions, converge};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -11,9 +11,8 @@ use common::*;
 use rand::Rng;
 use tidepool_core::wire::ErrorCode;
 use tidepool_core::{Key, StoreRef, Value, object};
-use tidepool_hub::client::{ChangeState, Client, ClientOptions};
-use tidepool_hub::json::{key_to_json, value_to_json};
-use tidepool_hub::load::converge;
+use tidepool_client::{ChangeState, Client, ClientOptions, converge};
+use tidepool_json::{key_to_json, value_to_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -288,30 +287,6 @@ async fn without_a_secret_file_the_hub_creates_one_and_only_insecure_dev_skips_t
 
     let dev = HubProcess::start(&dir.dir.path().join("dev"), &["--insecure-dev"]);
     authed(&dev.url(), "anything").await;
-}
-
-#[test]
-fn the_load_tool_reports_a_converged_run_as_one_json_line() {
-    let dir = TestDir::new();
-    let hub = dir.start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidepool-load"))
-        .args(["--url", &hub.url(), "--token", &full_token("load")])
-        .args(["--clients", "3", "--records", "10", "--ops", "60"])
-        .output()
-        .expect("run tidepool-load");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
-    assert_eq!(report["ops"], 60);
-    assert_eq!(report["converged"], true);
-    assert_eq!(report["samples"], 60, "every write was seen by every other client");
-    for field in ["seconds", "ops_per_s", "p50_ms", "p99_ms"] {
-        assert!(report[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {report}");
-    }
-    assert!(report["p99_ms"].as_f64() >= report["p50_ms"].as_f64());
-    let records = dump(&hub.data, "load", "records").len();
-    assert!((1..=10).contains(&records), "{records} records");
 }
 
 #[test]

@@ -286,7 +286,7 @@ impl Sim {
             }
         }
         for c in out.close {
-            if let Some(i) = self.peers.iter().position(|q| q.conn == Some(c)) {
+            if let Some(i) = self.peers.iter().position(|q| q.conn == Some(c.conn)) {
                 self.disconnect(i);
             }
         }

@@ -6,7 +6,6 @@
 
 pub mod fs;
 pub mod job;
-pub mod jsonl;
 pub mod link;
 pub mod output;
 pub mod plan;

@@ -1,4 +1,4 @@
-//! The bridge's connection to the hub: an ordinary sync peer (the hub's native client) with the
+//! The bridge's connection to the hub: an ordinary sync peer (the native client) with the
 //! job's own scoped token.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tidepool_core::wire::Cursor;
 use tidepool_core::{DocId, Record, StoreRef};
-use tidepool_hub::client::{ChangeState, Client, ClientError, ClientOptions};
+use tidepool_client::{ChangeState, Client, ClientError, ClientOptions};
 
 use crate::plan::PlannedChange;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 use thiserror::Error;
 use tidepool_core::{DocId, Key, Value};
-use tidepool_hub::json::{key_from_json, value_from_json};
+use tidepool_json::{key_from_json, value_from_json};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum OutputError {

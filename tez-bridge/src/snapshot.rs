@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use tidepool_core::automerge::ChangeHash;
 use tidepool_core::wire::Cursor;
 use tidepool_core::{DocId, Key, Record, RecordError, Value};
-use tidepool_hub::json::key_to_json;
-
-use crate::jsonl::{JsonKey, JsonValue};
+use tidepool_json::{JsonKey, JsonValue, key_to_json};
 
 /// One record as the snapshot saw it.
 #[derive(Debug, Clone, PartialEq)]

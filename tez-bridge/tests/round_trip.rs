@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tidepool_core::{Key, StoreRef, Value, object};
-use tidepool_hub::client::{Client, ClientOptions};
+use tidepool_client::{Client, ClientOptions};
 use tidepool_tez_bridge::test_cluster::{self, Running, start_announced};
 
 const TIMEOUT: Duration = Duration::from_secs(60);

@@ -57,6 +57,6 @@ mod hub;
 mod memory;
 
 pub use auth::{AllowAll, Authorizer, Grants};
-pub use client::{ClientConfig, ClientDocs, ClientEngine, ClientError, ClientEvent, ClientOutput, OutboxId};
-pub use hub::{ConnId, Hub, HubConfig, HubError, HubOutput, HubStore, LogEntry, Outgoing};
+pub use client::{ClientConfig, ClientDocs, ClientEngine, ClientError, ClientEvent, ClientOutput, Incoming, OutboxId};
+pub use hub::{Close, ConnId, Effect, Hub, HubConfig, HubError, HubOutput, HubStore, LogEntry, Outgoing};
 pub use memory::{MemoryClientDocs, MemoryHubStore};

@@ -51,6 +51,17 @@ pub enum DecodeError {
     DocIdMismatch { doc: DocId },
 }
 
+impl DecodeError {
+    /// What a peer is told: the same as the `Display` text, without the decoder's internals
+    /// (which go to the log).
+    pub fn summary(&self) -> String {
+        match self {
+            DecodeError::Body(_) => "frame body does not decode as a Tidepool message".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<BINCODE_LIMIT>()
 }

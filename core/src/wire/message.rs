@@ -120,6 +120,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A failure on the hub's side; the detail is in the hub's log.
     Internal,
+    /// Automerge bytes of a document not created by Tidepool (not descended from its genesis
+    /// change); nothing of them was stored.
+    Foreign,
 }
 
 /// A protocol message. Client-to-hub: `Hello`, `Subscribe`, `Push`, `Sync`.

@@ -251,8 +251,8 @@ fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut 
             let Some(value) = record.get_plain()? else { continue };
             let key = Key::decode(record.encoded_key())?;
             let line = serde_json::json!({
-                "key": tidepool_hub::json::key_to_json(&key),
-                "value": tidepool_hub::json::value_to_json(&value),
+                "key": tidepool_json::key_to_json(&key),
+                "value": tidepool_json::value_to_json(&value),
             });
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;

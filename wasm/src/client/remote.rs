@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use indexed_db_futures::prelude::*;
 use tidepool_core::DocId;
 use tidepool_core::sync::{ClientEvent, OutboxId};
-use tidepool_core::wire::{self, Cursor, ErrorCode, Limits, Message};
+use tidepool_core::wire::{Cursor, ErrorCode};
 use wasm_bindgen::JsValue;
 
 use crate::client::outbox::AckWrite;
@@ -42,19 +42,25 @@ struct Changed {
 }
 
 pub async fn receive(state: &mut State, frame: &[u8]) -> Result<Received, Error> {
-    // Decoded here only to learn which documents to load; the engine decodes it again and is
-    // the one that judges it.
-    if let Ok(message) = wire::decode(frame, &Limits::default()) {
-        let mut docs = message.doc_ids();
-        if let Message::Heads { store, .. } = &message {
-            // Repair compares every document of the store, listed or not.
-            docs.extend(state.known.docs_of(&store.store).into_iter().map(|(d, _)| d));
+    // Decoded once: the engine says which documents the frame needs, they are loaded, then the
+    // engine takes the decoded frame.
+    let incoming = match state.engine.decode(frame) {
+        Ok(incoming) => Some(incoming),
+        Err(e) => {
+            web_sys::console::warn_1(&format!("tidepool: a frame from the hub was refused: {e}").into());
+            None
         }
-        state.ensure_loaded(&docs).await?;
+    };
+    let Some(incoming) = incoming else { return settle(state, &HashMap::new()).await };
+    let mut docs = incoming.doc_ids();
+    if let Some(store) = incoming.compares_store() {
+        // Repair compares every document of the store, listed or not.
+        docs.extend(state.known.docs_of(&store.store).into_iter().map(|(d, _)| d));
     }
+    state.ensure_loaded(&docs).await?;
 
     let mut adapter = EngineDocs::new(&mut state.cache, &state.known, &state.actor);
-    let result = state.engine.receive(frame, &mut adapter);
+    let result = state.engine.receive_decoded(incoming, &mut adapter);
     let EngineDocs { touched, unloaded, .. } = adapter;
     if let Err(e) = &result {
         web_sys::console::warn_1(&format!("tidepool: a frame from the hub was refused: {e}").into());

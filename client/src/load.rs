@@ -18,7 +18,7 @@ use thiserror::Error;
 use tidepool_core::{Key, StoreRef, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::client::{Client, ClientError, ClientOptions};
+use crate::{Client, ClientError, ClientOptions, converge};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -240,27 +240,4 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         records: options.records,
         samples: latencies.len(),
     })
-}
-
-/// Waits until every client is idle and all hold the same records.
-pub async fn converge(clients: &[Arc<Client>], store: &StoreRef, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut idle = true;
-        for c in clients {
-            let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
-            idle &= c.wait_idle(left).await.is_ok();
-        }
-        if idle {
-            let first = clients[0].values(store);
-            if clients[1..].iter().all(|c| c.values(store) == first) {
-                return true;
-            }
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        // Comparing every replica is not free; do not let the check compete with the sync.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -1,17 +1,17 @@
-//! Streaming JSON for snapshot lines: the same mapping as `tidepool_hub::json` (tagged dates,
-//! bytes, non-finite floats and `$`-keyed objects), serialized straight into the output buffer
-//! without building a JSON tree first, because snapshots are written at HDFS speed.
+//! The mapping as `serde::Serialize` (tagged dates, bytes, non-finite floats and `$`-keyed
+//! objects), serialized straight into the output buffer without building a JSON tree first,
+//! because snapshots are written at HDFS speed. The tree form is built through it too.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use tidepool_core::{Key, Value};
 
-/// A value, serialized as `tidepool_hub::json::value_to_json` maps it.
+/// A value in the JSON mapping: `serde_json::to_writer(out, &JsonValue(&value))`.
 #[derive(Debug)]
 pub struct JsonValue<'a>(pub &'a Value);
 
-/// A key, serialized as `tidepool_hub::json::key_to_json` maps it.
+/// A key in the JSON mapping: `serde_json::to_writer(out, &JsonKey(&key))`.
 #[derive(Debug)]
 pub struct JsonKey<'a>(pub &'a Key);
 
@@ -33,7 +33,7 @@ fn float<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
     }
 }
 
-/// Whole-number keys print as integers, as the hub's mapping does.
+/// Whole numbers print without a fraction: keys are usually ids, and `7` reads better than `7.0`.
 fn float_key<S: Serializer>(s: S, n: f64) -> Result<S::Ok, S::Error> {
     if n.fract() == 0.0 && n.abs() < 9.0e15 { s.serialize_i64(n as i64) } else { float(s, n) }
 }
@@ -100,41 +100,6 @@ impl Serialize for JsonKey<'_> {
                 }
                 seq.end()
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tidepool_core::object;
-    use tidepool_hub::json::{key_to_json, value_to_json};
-
-    #[test]
-    fn matches_the_hub_mapping() {
-        let values = [
-            object! { "a" => 1i64, "f" => 1.0f64, "s" => "x\"y\n", "n" => Value::Null },
-            object! { "$date" => 5i64 },
-            Value::Array(vec![Value::Date(7), Value::Bytes(vec![0, 255]), Value::Float(f64::NAN), Value::Float(f64::NEG_INFINITY)]),
-            Value::Text("t".into()),
-            Value::Counter(-3),
-            Value::Float(0.1),
-        ];
-        for v in &values {
-            let fast: serde_json::Value = serde_json::from_str(&serde_json::to_string(&JsonValue(v)).unwrap()).unwrap();
-            assert_eq!(fast, value_to_json(v), "{v:?}");
-        }
-        let keys = [
-            Key::Number(3.0),
-            Key::Number(2.5),
-            Key::Date(1e12),
-            Key::from("k"),
-            Key::Binary(vec![1, 2]),
-            Key::Array(vec![Key::Number(1.0), Key::from("a"), Key::Number(f64::INFINITY)]),
-        ];
-        for k in &keys {
-            let fast: serde_json::Value = serde_json::from_str(&serde_json::to_string(&JsonKey(k)).unwrap()).unwrap();
-            assert_eq!(fast, key_to_json(k), "{k:?}");
         }
     }
 }

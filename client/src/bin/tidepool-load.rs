@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tidepool_core::StoreRef;
-use tidepool_hub::load::{self, LoadOptions};
+use tidepool_client::load::{self, LoadOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-load", version, about = "Drive a Tidepool hub with concurrent clients")]

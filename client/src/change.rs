@@ -1,0 +1,26 @@
+//! What became of a local change, and a change that arrived from another peer.
+
+use std::time::Instant;
+
+use tidepool_core::{StoreRef, Value};
+
+/// A document changed by another peer, with its value just after the change.
+#[derive(Debug, Clone)]
+pub struct RemoteChange {
+    pub store: StoreRef,
+    pub key: Vec<u8>,
+    /// `None` if the record does not exist (deleted).
+    pub value: Option<Value>,
+    pub at: Instant,
+}
+
+/// What became of a local change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeState {
+    /// Waiting for the hub.
+    Pending,
+    /// Durable at the hub.
+    Acked,
+    /// The hub refused it (e.g. no write access); it will not be retried.
+    Refused,
+}

@@ -1,0 +1,57 @@
+//! [`HubStore`]: the hub's documents and change logs as the engine needs them; the hub shell backs
+//! it with durable storage.
+
+use crate::doc_id::{DocId, StoreRef};
+use crate::record::Record;
+use crate::wire::PeerId;
+
+/// One entry of a store's change log: the changes one push (or sync round) added to a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub doc: DocId,
+    pub key: Vec<u8>,
+    pub changes: Vec<Vec<u8>>,
+    pub origin: PeerId,
+}
+
+/// The hub's documents and change logs. Writes made during one [`super::Hub::receive`] must
+/// become durable before the shell delivers that call's output (see [`super::HubOutput::durable`]).
+pub trait HubStore {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Names this lifetime of the storage; a new, empty storage must get a new epoch.
+    fn epoch(&self) -> [u8; 16];
+    /// The record, loaded on demand, or created empty if the store does not hold it.
+    fn record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<&mut Record, Self::Error>;
+    /// Appends to the store's log the changes just applied to `doc` (the record is already
+    /// updated) and returns the entry's sequence number.
+    fn append(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        changes: Vec<Vec<u8>>,
+        origin: PeerId,
+    ) -> Result<u64, Self::Error>;
+    /// The sequence number of the store's newest log entry (0 for an empty log).
+    fn head_seq(&mut self, store: &StoreRef) -> Result<u64, Self::Error>;
+    /// Log entries after `after`, oldest first, at most `limit`; `None` if the log no longer
+    /// reaches back that far (it was compacted).
+    fn log_since(
+        &mut self,
+        store: &StoreRef,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<LogEntry>>, Self::Error>;
+    /// Documents of the store in id order after `after`, at most `limit`, with their keys.
+    fn docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, Self::Error>;
+    /// The whole document, saved. Stores that keep saved snapshots return them directly.
+    fn saved(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Vec<u8>, Self::Error> {
+        Ok(self.record(store, doc, key)?.save())
+    }
+}
