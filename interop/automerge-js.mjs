@@ -185,7 +185,10 @@ const commands = {
   save(base, out) {
     let doc = load(base);
     doc = A.change(doc, (d) => {
-      d.v.saved = { by: new A.ImmutableString("A.save"), at: new Date(1700000000999), n: new A.Int(-5) };
+      d.v.saved = { by: new A.ImmutableString("A.save"), at: new Date(1700000000999) };
+      // Assigned on its own: inside an object literal, Automerge JS 3.5.0 stores A.Int, A.Uint
+      // and A.Float64 as maps ({value: ...}), not as numbers.
+      d.v.saved.n = new A.Int(-5);
     });
     doc = A.change(doc, (d) => {
       d.v.nested.list.push(1.5, null, true);
