@@ -8,7 +8,7 @@ export PROPTEST_CASES ?= 256
 # Each shell adds its own targets to TEST_TARGETS / BENCH_TARGETS in its fragment.
 TEST_TARGETS := deps-rust test-deps test-wasm-check test-rust
 BENCH_TARGETS := bench-core
-include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk demo/demo.mk
+include hub/hub.mk wasm/wasm.mk tez-bridge/bridge.mk demo/demo.mk interop/interop.mk
 
 test: $(TEST_TARGETS)
 bench: $(BENCH_TARGETS)
