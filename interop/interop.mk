@@ -5,11 +5,11 @@
 # test-interop  Tidepool documents and changes against @automerge/automerge, through the real
 #               hub (hub/tests/automerge_js.rs)
 #
-# `test-rust` runs every hub test, this one included, so the packages are installed before it:
-# interop-deps is listed first and is a prerequisite of test-rust (which holds under make -j too).
-# `make test` therefore runs the interop test twice; it takes seconds.
+# `test-rust` runs every hub test, this one included, so `make test` only installs the packages
+# first: interop-deps is listed first and is a prerequisite of test-rust (which holds under make
+# -j too). `make test-interop` runs the interop test alone.
 
-TEST_TARGETS := interop-deps $(TEST_TARGETS) test-interop
+TEST_TARGETS := interop-deps $(TEST_TARGETS)
 INTEROP_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INTEROP_STAMP := interop/node_modules/.installed
 
