@@ -37,6 +37,8 @@ pub enum Delivery {
     Frame { to: ConnId, frame: Arc<Vec<u8>>, fanout: bool },
     /// Close the connection after its frames, telling it `reason` first if there is one.
     Close { conn: ConnId, reason: Option<ErrorCode> },
+    /// The connection said hello and was welcomed (the welcome frame comes just before).
+    Authenticated { conn: ConnId },
 }
 
 /// Error frames are small; anything larger is not inspected.
@@ -184,7 +186,17 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                 tracing::debug!(conn = from, code = crate::metrics::code_label(code), %detail, "error frame");
                 self.metrics.error(code);
             }
+            // Welcomes are small: larger frames are not decoded to look for one.
+            let welcome = send.to == from
+                && send.frame.len() <= ERROR_FRAME_PEEK
+                && matches!(
+                    wire::decode(&send.frame, &Limits { max_frame: ERROR_FRAME_PEEK, max_docs: 0 }),
+                    Ok(Message::Welcome { .. })
+                );
             deliveries.push(Delivery::Frame { to: send.to, fanout: send.to != from, frame: send.frame });
+            if welcome {
+                deliveries.push(Delivery::Authenticated { conn: from });
+            }
         }
         for conn in out.close {
             // Forget it now so no later frame of the batch is processed or fanned out to it.

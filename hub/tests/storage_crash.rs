@@ -73,6 +73,7 @@ fn route(peers: &mut [Peer], deliveries: Vec<Delivery>) -> bool {
                 }
             }
             Delivery::Close { .. } => closed = true,
+            Delivery::Authenticated { .. } => {}
         }
     }
     closed
