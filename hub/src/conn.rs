@@ -74,7 +74,8 @@ impl Drop for HelloPlace {
 /// The WebSocket close status for a connection ended for `reason` (`None`: nothing went wrong).
 ///
 /// `IdleTimeout` is "going away", like `ShuttingDown`, not a policy violation: nothing the
-/// client sent was wrong, and reconnecting is the remedy (clients treat 1008 as "do not retry").
+/// client sent was wrong and reconnecting is the remedy, while 1008 says the client must change
+/// something before it tries again.
 pub fn close_status(reason: Option<ErrorCode>) -> u16 {
     let Some(code) = reason else { return close_code::NORMAL };
     match code {
