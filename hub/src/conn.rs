@@ -121,6 +121,7 @@ pub fn error_message(code: ErrorCode, authenticated: bool) -> Message {
         ErrorCode::Overloaded => "the hub is overloaded or the connection is too slow",
         ErrorCode::TooLarge => "frame exceeds the size limit",
         ErrorCode::Malformed => "frames must be binary WebSocket messages",
+        ErrorCode::ProtocolViolation => "the WebSocket protocol was not followed",
         _ => "connection closed",
     };
     let frame = wire::encode(&WireMessage::Error { code, detail: detail.to_owned(), batch: None });
@@ -262,13 +263,23 @@ where
     }
 }
 
-/// A message over the WebSocket size limit surfaces as a read error; say so before closing.
+/// A message over the WebSocket size limit, or one that breaks the WebSocket protocol, surfaces
+/// as a read error; say which before closing (the particulars go to the log only).
 fn read_error(conn: ConnId, error: axum::Error) -> Option<ErrorCode> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = error.into_inner();
-    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-        Some(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(e)) => {
             tracing::info!(conn, error = %e, "oversize message");
             Some(ErrorCode::TooLarge)
+        }
+        Some(WsError::Protocol(e)) => {
+            tracing::info!(conn, error = %e, "WebSocket protocol violation");
+            Some(ErrorCode::ProtocolViolation)
+        }
+        Some(WsError::Utf8(e)) => {
+            tracing::info!(conn, error = %e, "text that is not UTF-8");
+            Some(ErrorCode::Malformed)
         }
         _ => {
             tracing::debug!(conn, error = %inner, "read failed");

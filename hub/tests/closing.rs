@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::SinkExt;
+use tokio::io::AsyncWriteExt;
 use tidepool_core::wire::{self, DocData, ErrorCode, Message, Payload, Subscription};
 use tidepool_core::{StoreRef, object};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -89,6 +90,14 @@ async fn every_close_carries_a_status_code_and_a_short_reason() {
     let mut ws = authed(&url, &token).await;
     ws.send(WsMessage::Text("hello?".into())).await.expect("send");
     assert_ended(&ending(&mut ws, WAIT).await, ErrorCode::Malformed, POLICY);
+
+    // Breaking the WebSocket protocol itself (an unmasked frame from a client).
+    let mut ws = authed(&url, &token).await;
+    match ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.write_all(&[0x82, 0x03, 1, 2, 3]).await.expect("write"),
+        _ => unreachable!("the test hub speaks plain TCP"),
+    }
+    assert_ended(&ending(&mut ws, WAIT).await, ErrorCode::ProtocolViolation, POLICY);
 
     // Too big, whether core's decoder or the WebSocket layer notices.
     let mut ws = authed(&url, &token).await;
