@@ -21,7 +21,10 @@ use crate::storage::Backend;
 #[derive(Debug)]
 pub enum Out {
     Frame(Arc<Vec<u8>>),
-    /// Close for `reason`; unless `told`, tell the client the reason in an error frame first.
+    /// The connection said hello and its welcome is queued before this.
+    Authenticated,
+    /// Close with the status of `reason`, telling the client `reason` in an error frame first
+    /// unless it was `told` already (core's own error frame went before).
     Close { reason: Option<ErrorCode>, told: bool },
 }
 
@@ -139,12 +142,96 @@ fn deliver<B: Backend, A: Authorizer>(
                     conns.remove(&to);
                 }
             }
-            Delivery::Authenticated { .. } => {}
+            Delivery::Authenticated { conn } => {
+                if let Some(out) = conns.get(&conn) {
+                    let _ = out.tx.send(Out::Authenticated);
+                }
+            }
             Delivery::Close { conn, reason, told } => {
                 if let Some(out) = conns.remove(&conn) {
                     let _ = out.tx.send(Out::Close { reason, told });
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidepool_core::sync::{AllowAll, HubConfig};
+    use tidepool_core::wire::{self, Message, PeerId};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::storage::{MemoryBackend, Storage, StorageOptions};
+
+    type TestEngine = Engine<MemoryBackend, AllowAll>;
+
+    fn engine() -> TestEngine {
+        let storage = Storage::new(MemoryBackend::new([1; 16]), StorageOptions::default());
+        Engine::new(storage, AllowAll, HubConfig::default(), Arc::new(Metrics::default()))
+    }
+
+    fn connect(engine: &mut TestEngine, conns: &mut HashMap<ConnId, Outbound>) -> (ConnId, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = engine.connect();
+        conns.insert(conn, Outbound { tx, queued: Arc::new(AtomicUsize::new(0)) });
+        (conn, rx)
+    }
+
+    fn run_batch(engine: &mut TestEngine, conns: &mut HashMap<ConnId, Outbound>, inputs: Vec<Input>) {
+        let deliveries = engine.process(inputs);
+        deliver(engine, conns, deliveries, usize::MAX);
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Out>) -> Vec<Out> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn decoded(out: &Out) -> Option<Message> {
+        let Out::Frame(frame) = out else { return None };
+        wire::decode(frame, &wire::Limits { max_frame: usize::MAX, max_docs: usize::MAX }).ok()
+    }
+
+    #[test]
+    fn the_welcome_is_followed_by_authenticated_and_closes_carry_their_reason() {
+        let mut engine = engine();
+        let mut conns = HashMap::new();
+        let (welcomed, mut welcomed_rx) = connect(&mut engine, &mut conns);
+        let (early, mut early_rx) = connect(&mut engine, &mut conns);
+        let (idle, mut idle_rx) = connect(&mut engine, &mut conns);
+        let hello = wire::encode(&Message::Hello { peer: PeerId([2; 16]), token: "t".into(), agent: "test".into() });
+        let subscribe = wire::encode(&Message::Subscribe { subscriptions: vec![] });
+        run_batch(
+            &mut engine,
+            &mut conns,
+            vec![
+                Input::Frame { conn: welcomed, bytes: hello },
+                Input::Frame { conn: early, bytes: subscribe },
+                Input::Disconnect { conn: idle, reason: Some(ErrorCode::IdleTimeout) },
+            ],
+        );
+
+        let out = drain(&mut welcomed_rx);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(matches!(decoded(&out[0]), Some(Message::Welcome { .. })), "{out:?}");
+        assert!(matches!(out[1], Out::Authenticated));
+
+        // Core said why before closing; the close repeats it without saying it twice.
+        let out = drain(&mut early_rx);
+        assert!(
+            matches!(decoded(&out[0]), Some(Message::Error { code: ErrorCode::ProtocolViolation, .. })),
+            "{out:?}"
+        );
+        assert!(matches!(out[1..], [Out::Close { reason: Some(ErrorCode::ProtocolViolation), told: true }]), "{out:?}");
+
+        // The shell's own reason is still to be told.
+        let out = drain(&mut idle_rx);
+        assert!(matches!(out[..], [Out::Close { reason: Some(ErrorCode::IdleTimeout), told: false }]), "{out:?}");
+
+        // A client that goes away after being answered without error gets a plain close.
+        run_batch(&mut engine, &mut conns, vec![Input::Disconnect { conn: welcomed, reason: None }]);
+        let out = drain(&mut welcomed_rx);
+        assert!(matches!(out[..], [Out::Close { reason: None, .. }]), "{out:?}");
     }
 }

@@ -3,19 +3,25 @@
 //! it does not care where the socket comes from.
 //!
 //! Every close goes through the actor (as a `Disconnect` input), so a client always receives the
-//! replies to frames it sent before the close, then the reason, then the close frame.
+//! replies to frames it sent before the close, then the reason, then the close frame, whose
+//! status code says what kind of reason it was ([`close_status`]).
+//!
+//! A connection starts unauthenticated: it holds one of the server's few [`HelloPlace`]s, must
+//! say hello within the hello timeout, has one frame at a time in the actor and is not pinged.
+//! The actor's [`Out::Authenticated`], sent right after the welcome, gives the place back and
+//! switches the connection to the idle timeout, the full in-flight allowance and pings.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::Message;
+use axum::extract::ws::{CloseFrame, Message, close_code};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tidepool_core::sync::ConnId;
 use tidepool_core::wire::{self, ErrorCode, Message as WireMessage};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::{Command, Out, Outbound};
@@ -25,12 +31,13 @@ use crate::metrics::Metrics;
 /// Per-connection limits.
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
-    /// A connection that sends nothing (not even a pong) for this long is closed; so is one
-    /// whose first frame does not arrive within it.
+    /// A connection must be authenticated (hello sent, welcome received) within this long.
+    pub hello_timeout: Duration,
+    /// An authenticated connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
     /// The reader stops reading while more than this many bytes wait to be written to it.
     pub max_queue_bytes: usize,
-    /// Frames of one connection waiting in the actor's queue at once.
+    /// Frames of one authenticated connection waiting in the actor's queue at once.
     pub max_inflight: usize,
 }
 
@@ -43,18 +50,89 @@ pub struct ConnContext {
     pub shutdown: CancellationToken,
 }
 
+/// One of the places for connections that have not said hello yet, counted by the
+/// `connections_unauthenticated` gauge; given back when the connection is authenticated or ends.
+#[derive(Debug)]
+pub struct HelloPlace(Arc<Metrics>);
+
+impl HelloPlace {
+    /// A place, unless `limit` are taken.
+    pub fn take(metrics: &Arc<Metrics>, limit: usize) -> Option<HelloPlace> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let gauge = &metrics.connections_unauthenticated;
+        gauge.fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(HelloPlace(metrics.clone()))
+    }
+}
+
+impl Drop for HelloPlace {
+    fn drop(&mut self) {
+        self.0.connections_unauthenticated.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The WebSocket close status for a connection ended for `reason` (`None`: nothing went wrong).
+///
+/// `IdleTimeout` is "going away", like `ShuttingDown`, not a policy violation: nothing the
+/// client sent was wrong and reconnecting is the remedy, while 1008 says the client must change
+/// something before it tries again.
+pub fn close_status(reason: Option<ErrorCode>) -> u16 {
+    let Some(code) = reason else { return close_code::NORMAL };
+    match code {
+        ErrorCode::TooLarge | ErrorCode::TooManyDocs => close_code::SIZE,
+        ErrorCode::Overloaded => close_code::AGAIN,
+        ErrorCode::IdleTimeout | ErrorCode::ShuttingDown => close_code::AWAY,
+        ErrorCode::Internal => close_code::ERROR,
+        ErrorCode::Malformed
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::Unauthorized
+        | ErrorCode::Forbidden
+        | ErrorCode::CorruptData
+        | ErrorCode::Foreign
+        | ErrorCode::ProtocolViolation => close_code::POLICY,
+    }
+}
+
+/// The close frame's text: fixed per code, so it never carries detail meant for the log.
+fn close_reason(reason: Option<ErrorCode>, authenticated: bool) -> &'static str {
+    let Some(code) = reason else { return "closed" };
+    match code {
+        ErrorCode::Malformed => "malformed frame",
+        ErrorCode::UnsupportedVersion => "unsupported protocol version",
+        ErrorCode::TooLarge => "frame too large",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::CorruptData => "corrupt data",
+        ErrorCode::Foreign => "not a Tidepool document",
+        ErrorCode::TooManyDocs => "too many documents",
+        ErrorCode::Overloaded => "overloaded; retry later",
+        ErrorCode::ProtocolViolation => "protocol violation",
+        ErrorCode::IdleTimeout if !authenticated => "no hello in time",
+        ErrorCode::IdleTimeout => "idle timeout",
+        ErrorCode::ShuttingDown => "shutting down; reconnect later",
+        ErrorCode::Internal => "internal error; retry",
+    }
+}
+
 /// An error frame the shell sends on its own behalf.
-pub fn error_message(code: ErrorCode) -> Message {
+pub fn error_message(code: ErrorCode, authenticated: bool) -> Message {
     let detail = match code {
+        ErrorCode::IdleTimeout if !authenticated => "no hello within the hello timeout",
         ErrorCode::IdleTimeout => "no frame within the idle timeout",
         ErrorCode::ShuttingDown => "the hub is shutting down; reconnect later",
         ErrorCode::Overloaded => "the hub is overloaded or the connection is too slow",
         ErrorCode::TooLarge => "frame exceeds the size limit",
         ErrorCode::Malformed => "frames must be binary WebSocket messages",
+        ErrorCode::ProtocolViolation => "the WebSocket protocol was not followed",
         _ => "connection closed",
     };
     let frame = wire::encode(&WireMessage::Error { code, detail: detail.to_owned(), batch: None });
     Message::Binary(Bytes::from(frame))
+}
+
+fn close_message(reason: Option<ErrorCode>, authenticated: bool) -> Message {
+    let reason_text = close_reason(reason, authenticated);
+    Message::Close(Some(CloseFrame { code: close_status(reason), reason: reason_text.into() }))
 }
 
 /// Shares one encoded fan-out frame among every receiving socket without copying it.
@@ -72,14 +150,28 @@ where
     S: Sink<Message> + Unpin,
 {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = socket.send(error_message(code)).await;
-        let _ = socket.send(Message::Close(None)).await;
+        let _ = socket.send(error_message(code, false)).await;
+        let _ = socket.send(close_message(Some(code), false)).await;
     })
     .await;
 }
 
-/// Serves one connection until it closes.
-pub async fn serve<S>(mut socket: S, ctx: ConnContext)
+/// What the reader and the writer of one connection share.
+struct Shared {
+    /// Bytes waiting to be written (the actor adds, the writer subtracts).
+    queued: Arc<AtomicUsize>,
+    /// The writer wrote some of them.
+    drained: Notify,
+    /// Set by the writer on `Out::Authenticated`.
+    authenticated: AtomicBool,
+    /// Wakes the reader when `authenticated` is set.
+    welcomed: Notify,
+    /// Either side ended.
+    stop: CancellationToken,
+}
+
+/// Serves one connection until it closes. `place` is given back when it is authenticated.
+pub async fn serve<S>(mut socket: S, ctx: ConnContext, place: HelloPlace)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + Unpin + 'static,
 {
@@ -94,17 +186,22 @@ where
     };
     tracing::debug!(conn, "connected");
     let (sink, stream) = socket.split();
-    let drained = Arc::new(Notify::new());
-    let stop = CancellationToken::new();
-    let reading = read(stream, conn, &ctx, &queued, &drained, &stop);
-    let writing = write(sink, rx, &ctx, &queued, &drained, &stop);
+    let shared = Shared {
+        queued,
+        drained: Notify::new(),
+        authenticated: AtomicBool::new(false),
+        welcomed: Notify::new(),
+        stop: CancellationToken::new(),
+    };
+    let reading = read(stream, conn, &ctx, &shared);
+    let writing = write(sink, rx, &ctx, &shared, place);
     let (reason, ()) = tokio::join!(
         async {
             let reason = reading.await;
             let disconnect = Command::Input { input: Input::Disconnect { conn, reason }, permit: None };
             if ctx.actor.send(disconnect).await.is_err() {
                 // The actor is gone, so nobody will tell the writer to close.
-                stop.cancel();
+                shared.stop.cancel();
             }
             reason
         },
@@ -113,40 +210,41 @@ where
     tracing::debug!(conn, ?reason, "disconnected");
 }
 
-async fn read<S>(
-    mut stream: S,
-    conn: ConnId,
-    ctx: &ConnContext,
-    queued: &AtomicUsize,
-    drained: &Notify,
-    stop: &CancellationToken,
-) -> Option<ErrorCode>
+async fn read<S>(mut stream: S, conn: ConnId, ctx: &ConnContext, shared: &Shared) -> Option<ErrorCode>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let limits = &ctx.limits;
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
-    let hello_deadline = Instant::now() + limits.idle_timeout;
-    let mut heard = false;
+    // Until the welcome, one frame at a time: a peer nobody knows gets no more of the actor.
+    let inflight = Arc::new(Semaphore::new(1));
+    let hello_deadline = Instant::now() + limits.hello_timeout;
+    let mut authenticated = false;
     loop {
+        if !authenticated && shared.authenticated.load(Acquire) {
+            authenticated = true;
+            inflight.add_permits(limits.max_inflight.saturating_sub(1));
+        }
         let permit = tokio::select! {
             permit = inflight.clone().acquire_owned() => permit.ok()?,
-            () = stop.cancelled() => return None,
+            () = shared.welcomed.notified(), if !authenticated => continue,
+            () = shared.stop.cancelled() => return None,
             () = ctx.shutdown.cancelled() => return Some(ErrorCode::ShuttingDown),
         };
         // Backpressure: a client that does not read its replies stops being read.
-        while queued.load(Relaxed) > limits.max_queue_bytes {
+        while shared.queued.load(Relaxed) > limits.max_queue_bytes {
             tokio::select! {
-                () = drained.notified() => {}
-                () = stop.cancelled() => return None,
+                () = shared.drained.notified() => {}
+                () = shared.stop.cancelled() => return None,
                 () = ctx.shutdown.cancelled() => return Some(ErrorCode::ShuttingDown),
             }
         }
-        // Until the first frame arrives, pongs do not count: a connection must say hello.
-        let deadline = if heard { Instant::now() + limits.idle_timeout } else { hello_deadline };
+        // Before the welcome only the hello deadline counts (pongs do not): a connection must
+        // say hello. After it, any message restarts the idle deadline.
+        let deadline = if authenticated { Instant::now() + limits.idle_timeout } else { hello_deadline };
         let message = tokio::select! {
             m = tokio::time::timeout_at(deadline, stream.next()) => m,
-            () = stop.cancelled() => return None,
+            () = shared.welcomed.notified(), if !authenticated => continue,
+            () = shared.stop.cancelled() => return None,
             () = ctx.shutdown.cancelled() => return Some(ErrorCode::ShuttingDown),
         };
         match message {
@@ -154,7 +252,6 @@ where
             Ok(None | Some(Ok(Message::Close(_)))) => return None,
             Ok(Some(Err(e))) => return read_error(conn, e),
             Ok(Some(Ok(Message::Binary(bytes)))) => {
-                heard = true;
                 ctx.metrics.frames_in.fetch_add(1, Relaxed);
                 ctx.metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
                 let input = Input::Frame { conn, bytes: Vec::from(bytes) };
@@ -168,13 +265,23 @@ where
     }
 }
 
-/// A message over the WebSocket size limit surfaces as a read error; say so before closing.
+/// A message over the WebSocket size limit, or one that breaks the WebSocket protocol, surfaces
+/// as a read error; say which before closing (the particulars go to the log only).
 fn read_error(conn: ConnId, error: axum::Error) -> Option<ErrorCode> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = error.into_inner();
-    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-        Some(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(e)) => {
             tracing::info!(conn, error = %e, "oversize message");
             Some(ErrorCode::TooLarge)
+        }
+        Some(WsError::Protocol(e)) => {
+            tracing::info!(conn, error = %e, "WebSocket protocol violation");
+            Some(ErrorCode::ProtocolViolation)
+        }
+        Some(WsError::Utf8(e)) => {
+            tracing::info!(conn, error = %e, "text that is not UTF-8");
+            Some(ErrorCode::Malformed)
         }
         _ => {
             tracing::debug!(conn, error = %inner, "read failed");
@@ -183,30 +290,41 @@ fn read_error(conn: ConnId, error: axum::Error) -> Option<ErrorCode> {
     }
 }
 
+/// Waits for the next ping, forever while there is no interval.
+async fn ping_due(ping: &mut Option<Interval>) {
+    match ping {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn write<S>(
     mut sink: S,
     mut rx: mpsc::UnboundedReceiver<Out>,
     ctx: &ConnContext,
-    queued: &AtomicUsize,
-    drained: &Notify,
-    stop: &CancellationToken,
+    shared: &Shared,
+    place: HelloPlace,
 ) where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    let timeout = ctx.limits.idle_timeout;
-    // Three pings per idle period: a peer that answers any of them stays connected.
-    let mut ping = tokio::time::interval((timeout / 3).max(std::time::Duration::from_millis(10)));
-    ping.reset();
+    let limits = &ctx.limits;
+    let mut place = Some(place);
+    // A peer that does not take what is written within its deadline is gone.
+    let mut timeout = limits.hello_timeout;
+    // Only authenticated connections are pinged: before the welcome, pongs do not count anyway.
+    let mut ping = None;
     'outer: loop {
         let next = tokio::select! {
             out = rx.recv() => out,
-            _ = ping.tick() => {
+            () = ping_due(&mut ping) => {
                 match tokio::time::timeout(timeout, sink.send(Message::Ping(Bytes::new()))).await {
                     Ok(Ok(())) => continue,
                     _ => break,
                 }
             }
-            () = stop.cancelled() => break,
+            () = shared.stop.cancelled() => break,
         };
         let mut next = next;
         // Feed everything already waiting, then flush once: fan-out bursts cost one write.
@@ -216,20 +334,30 @@ async fn write<S>(
                 Some(Out::Frame(frame)) => {
                     let len = frame.len();
                     let fed = tokio::time::timeout(timeout, sink.feed(Message::Binary(Bytes::from_owner(SharedFrame(frame))))).await;
-                    queued.fetch_sub(len, Relaxed);
-                    drained.notify_one();
+                    shared.queued.fetch_sub(len, Relaxed);
+                    shared.drained.notify_one();
                     if !matches!(fed, Ok(Ok(()))) {
                         break 'outer;
                     }
                     ctx.metrics.frames_out.fetch_add(1, Relaxed);
                     ctx.metrics.bytes_out.fetch_add(len as u64, Relaxed);
                 }
+                Some(Out::Authenticated) => {
+                    place = None;
+                    timeout = limits.idle_timeout;
+                    shared.authenticated.store(true, Release);
+                    shared.welcomed.notify_one();
+                    // Three pings per idle period: a peer that answers any of them stays connected.
+                    let period = (limits.idle_timeout / 3).max(Duration::from_millis(10));
+                    ping = Some(tokio::time::interval_at(Instant::now() + period, period));
+                }
                 Some(Out::Close { reason, told }) => {
+                    let authenticated = place.is_none();
                     let _ = tokio::time::timeout(timeout, async {
-                        if let (Some(code), false) = (reason, told) {
-                            let _ = sink.feed(error_message(code)).await;
+                        if let Some(code) = reason.filter(|_| !told) {
+                            let _ = sink.feed(error_message(code, authenticated)).await;
                         }
-                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = sink.send(close_message(reason, authenticated)).await;
                     })
                     .await;
                     break 'outer;
@@ -244,5 +372,44 @@ async fn write<S>(
             break;
         }
     }
-    stop.cancel();
+    shared.stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ERROR_CODES;
+
+    #[test]
+    fn every_reason_has_its_close_status_and_a_short_fixed_text() {
+        let status = |code| close_status(Some(code));
+        assert_eq!(close_status(None), 1000);
+        for code in [ErrorCode::Unauthorized, ErrorCode::Forbidden, ErrorCode::ProtocolViolation, ErrorCode::Malformed] {
+            assert_eq!(status(code), 1008, "{code:?}");
+        }
+        assert_eq!(status(ErrorCode::TooLarge), 1009);
+        assert_eq!(status(ErrorCode::Overloaded), 1013);
+        assert_eq!(status(ErrorCode::ShuttingDown), 1001);
+        assert_eq!(status(ErrorCode::IdleTimeout), 1001);
+        for code in ERROR_CODES {
+            for authenticated in [false, true] {
+                // A close frame's reason must fit its 125-byte control frame with the code.
+                let text = close_reason(Some(code), authenticated);
+                assert!(!text.is_empty() && text.len() <= 123, "{code:?}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn unauthenticated_places_are_limited_and_given_back() {
+        let metrics = Arc::new(Metrics::default());
+        let first = HelloPlace::take(&metrics, 2).expect("a place");
+        let second = HelloPlace::take(&metrics, 2).expect("a place");
+        assert!(HelloPlace::take(&metrics, 2).is_none());
+        drop(first);
+        let third = HelloPlace::take(&metrics, 2).expect("a place given back");
+        assert_eq!(metrics.connections_unauthenticated.load(Relaxed), 2);
+        drop((second, third));
+        assert_eq!(metrics.connections_unauthenticated.load(Relaxed), 0);
+    }
 }

@@ -72,6 +72,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections: AtomicI64,
+    /// Connections that have not said hello yet (also their limit's count).
+    pub connections_unauthenticated: AtomicI64,
     pub connections_total: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
@@ -108,6 +110,12 @@ impl Metrics {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
         };
         metric("tidepool_connections", "gauge", "Open WebSocket connections.", self.connections.load(Relaxed).to_string());
+        metric(
+            "tidepool_connections_unauthenticated",
+            "gauge",
+            "Open WebSocket connections that have not said hello yet.",
+            self.connections_unauthenticated.load(Relaxed).to_string(),
+        );
         let counters: [(&str, &str, &AtomicU64); 11] = [
             ("tidepool_connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("tidepool_frames_in_total", "Frames received from clients.", &self.frames_in),

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::actor::{self, ActorOptions, Command};
-use crate::conn::{self, ConnContext, ConnLimits};
+use crate::conn::{self, ConnContext, ConnLimits, HelloPlace};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::storage::{Backend, Storage};
@@ -31,6 +31,16 @@ use crate::storage::{Backend, Storage};
 /// Room above the frame limit at the WebSocket layer, so a frame slightly over the limit reaches
 /// core's decoder (which answers `TooLarge` precisely) while a huge one is cut off unread.
 const WS_SLACK: usize = 64 * 1024;
+/// Bytes tungstenite reads from the socket at a time, and the size of the read buffer it
+/// allocates (and zero-fills) for every connection up front. Larger messages still arrive
+/// whole: the buffer grows to a message's length once its header is read. The default,
+/// 128 KiB, was most of what an idle connection cost.
+const READ_BUFFER: usize = 4 * 1024;
+/// Outgoing frames are buffered up to this many bytes before they are written to the socket
+/// (the writer also flushes after each burst). tungstenite's write buffer keeps the capacity it
+/// grew to, so a small target stops bursts of small frames from growing it (a single frame
+/// larger than this still does, to that frame's size).
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// Limits and tuning of a running hub. The defaults suit a small production hub.
 #[derive(Debug, Clone)]
@@ -39,6 +49,10 @@ pub struct ServerOptions {
     pub max_connections: usize,
     pub max_docs_per_batch: usize,
     pub idle_timeout: Duration,
+    /// A connection must say hello within this long.
+    pub hello_timeout: Duration,
+    /// Connections that have not said hello yet, at most; more are refused with `Overloaded`.
+    pub max_unauthenticated: usize,
     pub max_queue_bytes: usize,
     pub max_inflight: usize,
     pub max_batch: usize,
@@ -56,6 +70,8 @@ impl Default for ServerOptions {
             max_connections: 10_000,
             max_docs_per_batch: 1000,
             idle_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(10),
+            max_unauthenticated: 1000,
             max_queue_bytes: 64 * 1024 * 1024,
             max_inflight: 16,
             max_batch: 512,
@@ -107,6 +123,7 @@ impl App {
             actor: self.actor.clone(),
             metrics: self.metrics.clone(),
             limits: ConnLimits {
+                hello_timeout: self.options.hello_timeout,
                 idle_timeout: self.options.idle_timeout,
                 max_queue_bytes: self.options.max_queue_bytes,
                 max_inflight: self.options.max_inflight,
@@ -129,13 +146,23 @@ impl App {
             conn::refuse(&mut socket, ErrorCode::ShuttingDown).await;
             return;
         }
+        // Connections that never say hello could otherwise take every place up to
+        // `max_connections` for a whole hello timeout; this limit keeps most places (and the
+        // memory) for clients that authenticate, whose connections no longer count here.
+        let Some(place) = HelloPlace::take(&self.metrics, self.options.max_unauthenticated) else {
+            tracing::warn!(limit = self.options.max_unauthenticated, "connection refused: too many have not said hello");
+            self.metrics.error(ErrorCode::Overloaded);
+            conn::refuse(&mut socket, ErrorCode::Overloaded).await;
+            return;
+        };
         self.metrics.connections_total.fetch_add(1, Relaxed);
-        conn::serve(socket, self.context()).await;
+        conn::serve(socket, self.context(), place).await;
     }
 }
 
 async fn sync(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
     let limit = app.options.max_frame.saturating_add(WS_SLACK);
+    let ws = ws.read_buffer_size(READ_BUFFER).write_buffer_size(WRITE_BUFFER);
     ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| {
         let tracker = app.tracker.clone();
         tracker.track_future(async move { app.accept(socket).await })

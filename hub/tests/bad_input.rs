@@ -252,14 +252,14 @@ async fn tokens_are_checked_and_grants_enforced_per_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_idle_limits_close_with_typed_errors() {
     let dir = TestDir::new();
-    let hub = dir.start(&["--max-connections", "3", "--idle-timeout", "1s"]);
+    let hub = dir.start(&["--max-connections", "3", "--idle-timeout", "1s", "--hello-timeout", "1s"]);
     let url = hub.url();
     let token = full_token("app");
     let client = Arc::new(Client::connect(ClientOptions::new(hub.url(), token.clone())));
     client.subscribe(todos());
     client.wait_idle(WAIT).await.expect("idle");
 
-    // A connection that never says hello is closed after the idle timeout.
+    // A connection that never says hello is closed after the hello timeout.
     let started = std::time::Instant::now();
     let mut silent = raw(&url).await;
     let mut second = authed(&url, &token).await;

@@ -59,12 +59,18 @@ struct ServeArgs {
     max_frame: usize,
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Most connections that have not said hello yet; more are refused (Overloaded, close 1013).
+    #[arg(long, default_value_t = 1000)]
+    max_unauthenticated: usize,
     /// Most documents in one push or sync frame.
     #[arg(long, default_value_t = 1000)]
     max_docs_per_batch: usize,
-    /// Close connections silent for this long (e.g. 60s, 5m).
+    /// Close authenticated connections silent for this long (e.g. 60s, 5m).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Close connections that have not said hello (and been welcomed) within this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    hello_timeout: Duration,
     /// Keep change log rows this long; older cursors are repaired instead of replayed.
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     log_retention: Duration,
@@ -125,6 +131,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     if args.idle_timeout < Duration::from_secs(1) {
         bail!("--idle-timeout must be at least 1s");
     }
+    if args.hello_timeout < Duration::from_secs(1) {
+        bail!("--hello-timeout must be at least 1s");
+    }
+    if args.max_unauthenticated == 0 {
+        bail!("--max-unauthenticated must be at least 1");
+    }
     if args.max_frame < 4096 {
         bail!("--max-frame must be at least 4096 bytes");
     }
@@ -171,6 +183,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         max_docs_per_batch: args.max_docs_per_batch,
         idle_timeout: args.idle_timeout,
+        hello_timeout: args.hello_timeout,
+        max_unauthenticated: args.max_unauthenticated,
         compact_interval: args.compact_interval,
         max_queue_bytes: args.max_queue_bytes,
         static_dir: args.static_dir,

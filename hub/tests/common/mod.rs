@@ -255,3 +255,43 @@ pub fn change(store: &StoreRef, key: &str, value: &Value) -> (DocId, Vec<u8>, Ve
     let change = record.put(value, 0).expect("put").expect("a change");
     (record.id(), record.encoded_key().to_vec(), change.bytes)
 }
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug)]
+pub struct Ending {
+    /// Frames received on the way (error frames among them).
+    pub messages: Vec<Message>,
+    /// The close frame's status code and reason; `None` if the connection ended without one.
+    pub close: Option<(u16, String)>,
+}
+
+impl Ending {
+    /// The code and detail of the last error frame.
+    pub fn error(&self) -> Option<(ErrorCode, &str)> {
+        self.messages.iter().rev().find_map(|m| match m {
+            Message::Error { code, detail, .. } => Some((*code, detail.as_str())),
+            _ => None,
+        })
+    }
+
+    pub fn close_code(&self) -> Option<u16> {
+        self.close.as_ref().map(|(code, _)| *code)
+    }
+}
+
+/// Reads until the hub closes the connection (at most `wait`), keeping what it said.
+pub async fn ending(ws: &mut Ws, wait: Duration) -> Ending {
+    let limits = Limits { max_frame: usize::MAX, max_docs: usize::MAX };
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await.expect("the hub closes in time") {
+            Some(Ok(WsMessage::Binary(b))) => messages.push(wire::decode(&b, &limits).expect("hub frames decode")),
+            Some(Ok(WsMessage::Close(frame))) => {
+                let close = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                return Ending { messages, close };
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return Ending { messages, close: None },
+        }
+    }
+}
