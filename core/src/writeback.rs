@@ -128,6 +128,25 @@ impl WriteBack {
             .map(|c| LocalChange { hash, bytes: c.raw_bytes().to_vec() }))
     }
 
+    /// The change that deletes `record` as it was at `heads` (a result the job no longer
+    /// produces, such as a group without records), or `None` if it did not exist there. Like
+    /// [`WriteBack::change`], deterministic and not applied to the record.
+    pub fn delete(&self, record: &mut Record, heads: &[ChangeHash]) -> Result<Option<LocalChange>, WriteBackError> {
+        if !ReadDoc::get_missing_deps(record.doc(), heads).is_empty() {
+            return Err(WriteBackError::UnknownHeads);
+        }
+        let mut fork = record.fork_at(heads)?;
+        if fork.get(ROOT, LIVE)?.is_none() {
+            return Ok(None);
+        }
+        fork.set_actor(self.actor(&record.id()));
+        fork.delete(ROOT, LIVE)?;
+        let Some(hash) = fork.commit_with(CommitOptions::default().with_time(WRITE_BACK_TIME)) else {
+            return Ok(None);
+        };
+        Ok(fork.get_last_local_change().map(|c| LocalChange { hash, bytes: c.raw_bytes().to_vec() }))
+    }
+
     /// Records this run as the provenance of every written field.
     fn stamp<'a>(
         &self,

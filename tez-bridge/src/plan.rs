@@ -15,6 +15,8 @@ pub struct PlannedChange {
     pub store: StoreRef,
     pub doc: DocId,
     pub key: Vec<u8>,
+    /// The change's hash: once applied on the snapshot heads, the document's only head.
+    pub hash: ChangeHash,
     pub bytes: Vec<u8>,
 }
 
@@ -53,14 +55,16 @@ pub fn field_changes(
             .change(record, h, &r.fields, WriteMode::Fields)
             .map_err(|source| PlanError::WriteBack { doc: r.doc, source })?;
         if let Some(c) = change {
-            out.push(PlannedChange { store: store.clone(), doc: r.doc, key: record.encoded_key().to_vec(), bytes: c.bytes });
+            out.push(PlannedChange { store: store.clone(), doc: r.doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
         }
     }
     Ok(out)
 }
 
 /// Group results as whole records of the results store, each on the heads the bridge has for it
-/// (`existing`), or on a new record's genesis.
+/// (`existing`), or on a new record's genesis. The job owns the results store: a record of it
+/// that the results no longer name (a group whose records were all deleted or moved) is deleted,
+/// so the store holds exactly what a run over the whole source computes.
 pub fn group_changes(
     wb: &WriteBack,
     results_store: &StoreRef,
@@ -69,8 +73,10 @@ pub fn group_changes(
     actor: &tidepool_core::automerge::ActorId,
 ) -> Result<Vec<PlannedChange>, PlanError> {
     let mut out = Vec::with_capacity(results.len());
+    let mut named = std::collections::BTreeSet::new();
     for g in results {
         let doc = DocId::derive(results_store, &g.key)?;
+        named.insert(doc);
         let record = match existing.get_mut(&doc) {
             Some(r) => r,
             None => existing.entry(doc).or_insert(Record::new(results_store, &g.key, actor)?),
@@ -80,7 +86,14 @@ pub fn group_changes(
             .change(record, &heads, &g.value, WriteMode::WholeRecord)
             .map_err(|source| PlanError::WriteBack { doc, source })?;
         if let Some(c) = change {
-            out.push(PlannedChange { store: results_store.clone(), doc, key: record.encoded_key().to_vec(), bytes: c.bytes });
+            out.push(PlannedChange { store: results_store.clone(), doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
+        }
+    }
+    for (doc, record) in existing.iter_mut().filter(|(doc, _)| !named.contains(*doc)) {
+        let heads = record.heads();
+        let change = wb.delete(record, &heads).map_err(|source| PlanError::WriteBack { doc: *doc, source })?;
+        if let Some(c) = change {
+            out.push(PlannedChange { store: results_store.clone(), doc: *doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
         }
     }
     Ok(out)
@@ -128,5 +141,15 @@ mod tests {
         assert_eq!(r.get_plain().unwrap(), Some(object! { "count" => 3i64 }));
         let again = group_changes(&wb, &results_store, &groups, &mut BTreeMap::new(), &actor).unwrap();
         assert_eq!(planned, again, "a retried run writes the same bytes");
+
+        // The next run no longer produces group p1: its record is deleted, once.
+        let mut existing: BTreeMap<_, _> = [(r.id(), r.clone())].into();
+        let next = WriteBack::new("stats", "run-2");
+        let planned = group_changes(&next, &results_store, &[], &mut existing, &actor).unwrap();
+        assert_eq!(planned.len(), 1);
+        r.apply(&Payload::Changes(vec![planned[0].bytes.clone()])).unwrap();
+        assert_eq!(r.get().unwrap(), None);
+        let mut existing: BTreeMap<_, _> = [(r.id(), r.clone())].into();
+        assert!(group_changes(&next, &results_store, &[], &mut existing, &actor).unwrap().is_empty());
     }
 }

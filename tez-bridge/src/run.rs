@@ -173,7 +173,7 @@ pub async fn snapshot(
     }
     let (source, _) = stores(job);
     let (mut records, cursor) = link.records(&source);
-    let previous = if job.incremental { latest_manifest(fs, &job.name).await? } else { None };
+    let previous = if incremental(job) { latest_manifest(fs, &job.name).await? } else { None };
     let snaps: Vec<SnapshotRecord> = records
         .values_mut()
         .filter_map(|r| SnapshotRecord::of(r).ok())
@@ -227,13 +227,43 @@ pub async fn write_lines(
     Ok(manifest)
 }
 
-/// The manifest of the newest run that was written back (the base of an incremental snapshot).
+/// Whether the job's snapshots hold only what changed since its last written-back run.
+///
+/// Only per-record DAGs (enrich, user) run incrementally: a record's result depends on that
+/// record alone. An aggregate depends on every record of its groups, and not every aggregate can
+/// be updated from a delta (a deleted record's value cannot be taken out of a `min` or `max`), so
+/// aggregates always recompute over the whole store: their results then equal a full run's by
+/// construction.
+pub fn incremental(job: &JobSpec) -> bool {
+    job.incremental && !matches!(job.dag, DagSpec::Aggregate { .. })
+}
+
+/// What a run's write-back made of its documents: for every document it changed, the heads the
+/// document has once the change is applied (the change's hash alone, as the change depends on
+/// exactly the snapshot heads). `_written.json` in the run directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub heads: BTreeMap<String, Vec<String>>,
+}
+
+/// The base of an incremental snapshot: the manifest of the newest run that was written back,
+/// with the heads its own write-back gave the documents it changed, so that the job's own
+/// results do not count as changes.
 async fn latest_manifest(fs: &RunFs, job: &str) -> Result<Option<Manifest>, RunError> {
     let done = runs(fs, job).await?.into_iter().rev().find(|r| r.phase == Phase::WrittenBack);
-    match done {
-        Some(r) => Ok(Some(read_json(fs, &format!("{job}/{}/input/_manifest.json", r.run)).await?)),
-        None => Ok(None),
+    let Some(run) = done else { return Ok(None) };
+    let dir = format!("{job}/{}", run.run);
+    let mut manifest: Manifest = read_json(fs, &format!("{dir}/input/_manifest.json")).await?;
+    let written_rel = format!("{dir}/_written.json");
+    if fs.exists(&written_rel).await? {
+        let written: Written = read_json(fs, &written_rel).await?;
+        for doc in &mut manifest.docs {
+            if let Some(heads) = written.heads.get(&doc.doc) {
+                doc.heads.clone_from(heads);
+            }
+        }
     }
+    Ok(Some(manifest))
 }
 
 /// Runs the job's DAG over a snapshotted run, then writes the results back. A failed DAG, a
@@ -346,6 +376,12 @@ async fn write_back(
     };
     progress.phase("write-back", &format!("{} changes from {} results", changes.len(), state.results_out.unwrap_or(0)));
     let written = link.push(&changes).await?;
+    let heads = changes
+        .iter()
+        .filter(|c| c.store == source)
+        .map(|c| (c.doc.to_hex(), vec![c.hash.to_string()]))
+        .collect();
+    write_json(fs, &format!("{}/_written.json", run_dir(&job.name, &state.run)), &Written { heads }).await?;
     state.changes_written = Some(written);
     state.seconds.insert("write-back".into(), started.elapsed().as_secs_f64());
     Ok(())

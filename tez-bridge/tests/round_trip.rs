@@ -1,77 +1,12 @@
 //! The bridge for real: a MiniDFSCluster, a hub process, Tez in local mode, and clients that see
 //! the results. Needs the DAG runner built (`make test` builds it with Maven) and the hub binary.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use common::{bridge, client, field, hdfs, hub, runner_dir, until, write_job, TIMEOUT};
 use tidepool_core::{Key, StoreRef, Value, object};
-use tidepool_client::{Client, ClientOptions};
-use tidepool_tez_bridge::test_cluster::{self, Running, start_announced};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn runner_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target")
-}
-
-fn hdfs(base: &Path) -> (Running, String) {
-    test_cluster::hdfs(&runner_dir(), base)
-}
-
-fn hub_binary() -> PathBuf {
-    // Integration tests live in target/<profile>/deps; the hub binary one level up.
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent().and_then(Path::parent).expect("target dir").join("tidepool-hub")
-}
-
-fn hub(data: &Path) -> (Running, String) {
-    let mut cmd = Command::new(hub_binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--insecure-dev", "--data"]).arg(data);
-    let (p, addr) = start_announced(cmd, "listening on ");
-    (p, format!("ws://{addr}/v1/sync"))
-}
-
-fn bridge(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge")).args(args).output().expect("bridge");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn write_job(dir: &Path, name: &str, hub: &str, base: &str, dag: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let mut f = std::fs::File::create(&path).expect("job file");
-    write!(f, "name = \"{name}\"\nhub = \"{hub}\"\ntoken = \"dev\"\ndb = \"app\"\nstore = \"todos\"\nbase = \"{base}\"\n\n[dag]\n{dag}\n").expect("write");
-    path
-}
-
-async fn client(url: &str, stores: &[&StoreRef]) -> Client {
-    let c = Client::connect(ClientOptions::new(url, "dev"));
-    for s in stores {
-        c.subscribe((*s).clone());
-    }
-    c.wait_connected(TIMEOUT).await.expect("connected");
-    c.wait_idle(TIMEOUT).await.expect("idle");
-    c
-}
-
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..600 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn field(v: &Option<Value>, name: &str) -> Option<Value> {
-    match v {
-        Some(Value::Object(f)) => f.get(name).cloned(),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_tez_write_back_round_trip() {
