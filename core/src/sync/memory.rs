@@ -12,7 +12,7 @@ use crate::record::{Record, RecordError, plain_values};
 use crate::sync::client::ClientDocs;
 use crate::sync::hub::{HubStore, LogEntry};
 use crate::value::Value;
-use crate::wire::{Payload, PeerId};
+use crate::wire::{ExportRecord, Payload, PeerId};
 
 /// A client's documents, all in memory.
 #[derive(Debug, Clone)]
@@ -103,6 +103,16 @@ pub struct MemoryHubStore {
     logs: HashMap<StoreRef, StoreLog>,
     /// Saved snapshots, as a durable store keeps them; dropped whenever the log grows.
     snapshots: HashMap<DocId, Vec<u8>>,
+    /// Open exports: the records as of the cut (an in-memory store may copy them).
+    exports: HashMap<u64, Vec<ExportRecord>>,
+    next_export: u64,
+    /// How an exported plain value is written (the hub writes Tidepool's JSON mapping).
+    encode_value: fn(&Value) -> Vec<u8>,
+}
+
+/// The default encoding of exported values: Rust's debug form (core knows no JSON).
+fn debug_value(value: &Value) -> Vec<u8> {
+    format!("{value:?}").into_bytes()
 }
 
 impl MemoryHubStore {
@@ -114,7 +124,21 @@ impl MemoryHubStore {
             docs: HashMap::new(),
             logs: HashMap::new(),
             snapshots: HashMap::new(),
+            exports: HashMap::new(),
+            next_export: 1,
+            encode_value: debug_value,
         }
+    }
+
+    /// Writes exported values with `encode` instead of their debug form.
+    pub fn with_value_encoder(mut self, encode: fn(&Value) -> Vec<u8>) -> Self {
+        self.encode_value = encode;
+        self
+    }
+
+    /// Exports still open (a finished or abandoned export must not hold anything).
+    pub fn open_exports(&self) -> usize {
+        self.exports.len()
     }
 
     /// Drops log entries up to `seq`, as a hub that compacts its log would; subscribers with an
@@ -137,6 +161,37 @@ impl MemoryHubStore {
 
 impl HubStore for MemoryHubStore {
     type Error = Infallible;
+
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), Infallible> {
+        let seq = self.logs.get(store).map_or(0, |l| l.head);
+        let encode = self.encode_value;
+        let records = self
+            .docs
+            .get_mut(store)
+            .into_iter()
+            .flat_map(|docs| docs.values_mut())
+            .map(|r| ExportRecord {
+                doc: r.id(),
+                key: r.encoded_key().to_vec(),
+                heads: r.heads().iter().map(|h| h.0).collect(),
+                value: r.get_plain().ok().flatten().map(|v| encode(&v)),
+            })
+            .collect();
+        let id = self.next_export;
+        self.next_export += 1;
+        self.exports.insert(id, records);
+        Ok((id, seq))
+    }
+
+    fn export_page(&mut self, export: u64, after: Option<DocId>, limit: usize) -> Result<Option<Vec<ExportRecord>>, Infallible> {
+        let Some(records) = self.exports.get(&export) else { return Ok(None) };
+        let start = after.map_or(0, |a| records.partition_point(|r| r.doc <= a));
+        Ok(Some(records.iter().skip(start).take(limit).cloned().collect()))
+    }
+
+    fn export_close(&mut self, export: u64) {
+        self.exports.remove(&export);
+    }
 
     fn epoch(&self) -> [u8; 16] {
         self.epoch

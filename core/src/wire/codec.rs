@@ -107,9 +107,11 @@ fn validate(message: &Message, limits: &Limits) -> Result<(), DecodeError> {
     let Some(store) = message.store() else { return Ok(()) };
     let check = |doc: &DocId, key: &[u8]| -> Result<(), DecodeError> { check_doc(store, doc, key) };
     match message {
-        Message::Push { docs, .. } | Message::Changes { docs, .. } => {
+        Message::Push { docs, .. } | Message::Changes { docs, .. } | Message::Fetched { docs, .. } => {
             docs.iter().try_for_each(|d| check(&d.doc, &d.key))
         }
+        Message::ExportPage { records, .. } => records.iter().try_for_each(|r| check(&r.doc, &r.key)),
+        Message::Fetch { docs, .. } => docs.iter().try_for_each(|d| check(&d.doc, &d.key)),
         Message::Heads { docs, .. } => docs.iter().try_for_each(|d| check(&d.doc, &d.key)),
         Message::Sync { entries, .. } => entries.iter().try_for_each(|e| check(&e.doc, &e.key)),
         _ => Ok(()),

@@ -93,6 +93,24 @@ pub struct SyncEntry {
     pub message: Option<Vec<u8>>,
 }
 
+/// One record of an export: the document's heads and its plain value as JSON (Tidepool's JSON
+/// mapping, written by the hub's storage when the document last changed); `value` is `None` for
+/// a deleted record.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ExportRecord {
+    pub doc: DocId,
+    pub key: Vec<u8>,
+    pub heads: Vec<[u8; 32]>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A document asked for by id.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct DocRef {
+    pub doc: DocId,
+    pub key: Vec<u8>,
+}
+
 /// What went wrong, as the other side may know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
 pub enum ErrorCode {
@@ -123,6 +141,8 @@ pub enum ErrorCode {
     /// Automerge bytes of a document not created by Tidepool (not descended from its genesis
     /// change); nothing of them was stored.
     Foreign,
+    /// An export the hub no longer holds (it ended, or the connection that opened it closed).
+    UnknownExport,
 }
 
 /// A protocol message. Client-to-hub: `Hello`, `Subscribe`, `Push`, `Sync`.
@@ -154,6 +174,17 @@ pub enum Message {
     Sync { store: StoreRef, entries: Vec<SyncEntry> },
     /// Something went wrong; `batch` names the push it concerns, if any.
     Error { code: ErrorCode, detail: String, batch: Option<u64> },
+    /// The next page of a consistent export of a store (needs read access). Without `export`, the
+    /// hub opens one at its current cut; later pages name it and the last document received.
+    Export { store: StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32 },
+    /// A page of an export, in document id order, every page as of the same `cut`; `last` ends
+    /// the export (the hub then forgets it).
+    ExportPage { store: StoreRef, export: u64, cut: Cursor, records: Vec<ExportRecord>, last: bool },
+    /// Asks for whole documents (needs read access): how a peer without a replica builds
+    /// changes on known heads.
+    Fetch { request: u64, store: StoreRef, docs: Vec<DocRef> },
+    /// Documents of a `Fetch`, saved, in frames of bounded size; `last` marks the final frame.
+    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
 }
 
 impl Message {
@@ -164,7 +195,11 @@ impl Message {
             | Message::Changes { store, .. }
             | Message::CaughtUp { store, .. }
             | Message::Heads { store, .. }
-            | Message::Sync { store, .. } => Some(store),
+            | Message::Sync { store, .. }
+            | Message::Export { store, .. }
+            | Message::ExportPage { store, .. }
+            | Message::Fetch { store, .. }
+            | Message::Fetched { store, .. } => Some(store),
             _ => None,
         }
     }
@@ -172,9 +207,11 @@ impl Message {
     /// Documents this message touches (for shells that load documents on demand).
     pub fn doc_ids(&self) -> Vec<DocId> {
         match self {
-            Message::Push { docs, .. } | Message::Changes { docs, .. } => {
+            Message::Push { docs, .. } | Message::Changes { docs, .. } | Message::Fetched { docs, .. } => {
                 docs.iter().map(|d| d.doc).collect()
             }
+            Message::ExportPage { records, .. } => records.iter().map(|r| r.doc).collect(),
+            Message::Fetch { docs, .. } => docs.iter().map(|d| d.doc).collect(),
             Message::Heads { docs, .. } => docs.iter().map(|d| d.doc).collect(),
             Message::Sync { entries, .. } => entries.iter().map(|e| e.doc).collect(),
             _ => vec![],
@@ -194,6 +231,10 @@ impl Message {
             Message::Heads { .. } => "heads",
             Message::Sync { .. } => "sync",
             Message::Error { .. } => "error",
+            Message::Export { .. } => "export",
+            Message::ExportPage { .. } => "export_page",
+            Message::Fetch { .. } => "fetch",
+            Message::Fetched { .. } => "fetched",
         }
     }
 }

@@ -15,7 +15,7 @@ use automerge::sync;
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::record::{Record, RecordError};
-use crate::wire::{self, Cursor, ErrorCode, Limits, Message, Payload, PeerId, Subscription};
+use crate::wire::{self, Cursor, DocRef, ErrorCode, Limits, Message, Payload, PeerId, Subscription};
 
 use outbox::OutboxEntry;
 pub use output::{ClientError, ClientEvent, ClientOutput, Incoming};
@@ -227,11 +227,31 @@ impl ClientEngine {
                 self.event(ClientEvent::HubError { code, detail });
                 self.flush();
             }
+            Message::ExportPage { store, export, cut, records, last } => {
+                self.event(ClientEvent::ExportPage { store, export, cut, records, last });
+            }
+            Message::Fetched { request, store, docs, last } => {
+                self.event(ClientEvent::Fetched { request, store, docs, last });
+            }
             other @ (Message::Hello { .. }
             | Message::Subscribe { .. }
-            | Message::Push { .. }) => return Err(ClientError::Unexpected(other.kind())),
+            | Message::Push { .. }
+            | Message::Export { .. }
+            | Message::Fetch { .. }) => return Err(ClientError::Unexpected(other.kind())),
         }
         Ok(())
+    }
+
+    /// Asks for the next page of an export of `store` (`export: None` opens one at the hub's
+    /// current cut); the page arrives as [`ClientEvent::ExportPage`]. Nothing is sent while
+    /// disconnected (an export does not outlive its connection).
+    pub fn export(&mut self, store: StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32) {
+        self.send(Message::Export { store, export, after, limit });
+    }
+
+    /// Asks for whole documents; they arrive as [`ClientEvent::Fetched`].
+    pub fn fetch(&mut self, request: u64, store: StoreRef, docs: Vec<DocRef>) {
+        self.send(Message::Fetch { request, store, docs });
     }
 
     /// Outbox entries, for diagnostics: (id, store, document, in flight).

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::record::RecordError;
-use crate::wire::{Cursor, DecodeError, ErrorCode, Message};
+use crate::wire::{Cursor, DecodeError, DocData, ErrorCode, ExportRecord, Message};
 
 use super::OutboxId;
 
@@ -22,6 +22,11 @@ pub enum ClientEvent {
     Synced { store: StoreRef },
     /// The hub reported an error.
     HubError { code: ErrorCode, detail: String },
+    /// A page of an export this client asked for ([`super::ClientEngine::export`]).
+    ExportPage { store: StoreRef, export: u64, cut: Cursor, records: Vec<ExportRecord>, last: bool },
+    /// Documents this client fetched ([`super::ClientEngine::fetch`]); not applied to its own
+    /// documents.
+    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
 }
 
 /// What the engine wants done: frames to send and events to handle, in order.

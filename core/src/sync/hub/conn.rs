@@ -1,7 +1,7 @@
 //! One connection's protocol state at the hub: who it is, what it may do, what it follows, and
 //! its sync protocol sessions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::sync;
 
@@ -20,6 +20,8 @@ pub(super) struct Conn {
     pub subs: BTreeSet<StoreRef>,
     /// Automerge sync protocol state per document in repair.
     pub sync: HashMap<DocId, sync::State>,
+    /// Open exports: id -> (store, log seq of the cut).
+    pub exports: BTreeMap<u64, (StoreRef, u64)>,
 }
 
 impl<S: HubStore, A: Authorizer> Hub<S, A> {

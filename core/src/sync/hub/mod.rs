@@ -6,6 +6,7 @@
 
 mod catch_up;
 mod conn;
+mod export;
 mod output;
 mod push;
 mod repair;
@@ -96,9 +97,13 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         id
     }
 
-    /// The connection is gone.
+    /// The connection is gone (its open exports end with it).
     pub fn disconnect(&mut self, conn: ConnId) {
-        self.conns.remove(&conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            for export in c.exports.keys() {
+                self.store.export_close(*export);
+            }
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -169,7 +174,25 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                     self.sync_round(conn, store, entries, out)?;
                 }
             }
+            Message::Export { store, export, after, limit } => {
+                if self.grants(conn).is_some_and(|g| g.can_read(&store)) {
+                    self.export(conn, store, export, after, limit, out)?;
+                } else {
+                    out.forbidden(conn, &store, None);
+                }
+            }
+            Message::Fetch { request, store, docs } => {
+                if !self.grants(conn).is_some_and(|g| g.can_read(&store)) {
+                    out.forbidden(conn, &store, None);
+                } else if let Some(detail) = self.over_batch_limit(docs.len()) {
+                    out.refuse(conn, ErrorCode::TooManyDocs, None, detail, None);
+                } else {
+                    self.fetch(conn, request, store, docs, out)?;
+                }
+            }
             other @ (Message::Welcome { .. }
+            | Message::ExportPage { .. }
+            | Message::Fetched { .. }
             | Message::Ack { .. }
             | Message::Changes { .. }
             | Message::CaughtUp { .. }

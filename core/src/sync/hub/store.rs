@@ -3,7 +3,7 @@
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::record::Record;
-use crate::wire::PeerId;
+use crate::wire::{ExportRecord, PeerId};
 
 /// One entry of a store's change log: the changes one push (or sync round) added to a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,21 @@ pub trait HubStore {
         after: Option<DocId>,
         limit: usize,
     ) -> Result<Vec<(DocId, Vec<u8>)>, Self::Error>;
+    /// Opens a consistent export of `store`: every page read from it sees the store as it is
+    /// now, whatever is written meanwhile. Returns the export's id and the log sequence number
+    /// of that cut. Stores keep each document's heads and plain value ready, so an export reads
+    /// rows and loads no document.
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), Self::Error>;
+    /// The export's records after `after`, in document id order, at most `limit`; `None` if the
+    /// store does not hold that export (any more).
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, Self::Error>;
+    /// Ends an export and frees what it holds.
+    fn export_close(&mut self, export: u64);
     /// The whole document, saved. Stores that keep saved snapshots return them directly.
     fn saved(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Vec<u8>, Self::Error> {
         Ok(self.record(store, doc, key)?.save())

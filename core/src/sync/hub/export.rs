@@ -1,0 +1,94 @@
+//! Exports and fetches: how a peer without a replica (the analytics bridge) reads a store.
+//!
+//! An export streams every record of a store as it was at one cut (document id, key, heads and
+//! plain value), a page per request, so neither end ever holds the store. The hub's store keeps
+//! the cut (a read snapshot) until the last page or until the connection closes. A fetch returns
+//! whole documents by id, for changes built on known heads.
+
+use crate::doc_id::{DocId, StoreRef};
+use crate::sync::auth::Authorizer;
+use crate::wire::{Cursor, DocData, DocRef, ErrorCode, Message, Payload};
+
+use super::{ConnId, Hub, HubOutput, HubStore};
+
+/// Exports one connection may hold open at once.
+const MAX_OPEN_EXPORTS: usize = 4;
+
+impl<S: HubStore, A: Authorizer> Hub<S, A> {
+    pub(super) fn export(
+        &mut self,
+        conn: ConnId,
+        store: StoreRef,
+        export: Option<u64>,
+        after: Option<DocId>,
+        limit: u32,
+        out: &mut HubOutput,
+    ) -> Result<(), S::Error> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, self.config.page_docs.max(1));
+        let (id, seq) = match export {
+            Some(id) => match self.conns.get(&conn).and_then(|c| c.exports.get(&id)) {
+                Some((s, seq)) if *s == store => (id, *seq),
+                _ => {
+                    out.refuse(conn, ErrorCode::UnknownExport, None, format!("no export {id} of {store} on this connection"), None);
+                    return Ok(());
+                }
+            },
+            None => {
+                if self.conns.get(&conn).is_some_and(|c| c.exports.len() >= MAX_OPEN_EXPORTS) {
+                    let detail = format!("at most {MAX_OPEN_EXPORTS} exports open per connection");
+                    out.refuse(conn, ErrorCode::Overloaded, None, detail, None);
+                    return Ok(());
+                }
+                let (id, seq) = self.store.export_open(&store)?;
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.exports.insert(id, (store.clone(), seq));
+                }
+                (id, seq)
+            }
+        };
+        let Some(records) = self.store.export_page(id, after, limit)? else {
+            self.end_export(conn, id);
+            out.refuse(conn, ErrorCode::UnknownExport, None, format!("export {id} of {store} has ended"), None);
+            return Ok(());
+        };
+        let last = records.len() < limit;
+        if last {
+            self.end_export(conn, id);
+        }
+        let cut = Cursor { epoch: self.store.epoch(), seq };
+        out.send(conn, &Message::ExportPage { store, export: id, cut, records, last });
+        Ok(())
+    }
+
+    pub(super) fn end_export(&mut self, conn: ConnId, export: u64) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.exports.remove(&export);
+        }
+        self.store.export_close(export);
+    }
+
+    /// Whole documents, saved, in frames bounded like catch-up pages.
+    pub(super) fn fetch(
+        &mut self,
+        conn: ConnId,
+        request: u64,
+        store: StoreRef,
+        docs: Vec<DocRef>,
+        out: &mut HubOutput,
+    ) -> Result<(), S::Error> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for DocRef { doc, key } in docs {
+            let saved = self.store.saved(&store, doc, &key)?;
+            bytes += saved.len();
+            page.push(DocData { doc, key, payload: Payload::Document(saved) });
+            if bytes >= self.config.page_bytes {
+                let docs = std::mem::take(&mut page);
+                out.send(conn, &Message::Fetched { request, store: store.clone(), docs, last: false });
+                bytes = 0;
+            }
+        }
+        out.send(conn, &Message::Fetched { request, store, docs: page, last: true });
+        Ok(())
+    }
+}
