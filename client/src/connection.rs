@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::change::RemoteChange;
+use crate::error::ClientError;
+use crate::export::{ExportPage, hub_error};
 use crate::state::Shared;
 
 /// How long a session must last to count as healthy for the backoff.
@@ -102,6 +104,7 @@ async fn session(shared: &Shared, ws: Socket, online: &mut watch::Receiver<bool>
         let mut st = shared.lock();
         st.engine.disconnected();
         st.connected = false;
+        st.replies.fail(|| ClientError::Disconnected);
     }
     shared.bump();
     heard
@@ -129,9 +132,29 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let output = st.engine.take_output();
+    let mut events = output.events;
+    let frames = output.frames;
+    // Export pages and fetched documents go to the request waiting for them.
+    events.retain_mut(|event| match event {
+        ClientEvent::ExportPage { store, export, cut, records, last } => {
+            let page = ExportPage { export: *export, cut: *cut, records: std::mem::take(records), last: *last };
+            st.replies.page(store, page);
+            false
+        }
+        ClientEvent::Fetched { request, docs, last, .. } => {
+            st.replies.fetched(*request, std::mem::take(docs), *last);
+            false
+        }
+        ClientEvent::HubError { code, detail } if st.replies.is_waiting() => {
+            let (code, detail) = (*code, detail.clone());
+            st.replies.fail(|| hub_error(code, &detail));
+            true
+        }
+        _ => true,
+    });
     let listening = shared.events.receiver_count() > 0;
     let at = Instant::now();
-    let mut events = output.events.iter().peekable();
+    let mut events = events.iter().peekable();
     while let Some(event) = events.next() {
         match event {
             ClientEvent::Acked { ids } => {
@@ -155,5 +178,5 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
             _ => {}
         }
     }
-    Some(output.frames)
+    Some(frames)
 }

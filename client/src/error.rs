@@ -18,6 +18,8 @@ pub enum ClientError {
     Closed,
     #[error("the hub refused access: {0}")]
     Refused(String),
+    #[error("the connection to the hub was lost before it answered")]
+    Disconnected,
 }
 
 // Boxed to keep every client call's `Result` small; record errors are rare.

@@ -14,6 +14,7 @@
 //! * `state`: the state shared by the API and the background task.
 //! * `client`: [`Client`], edits and reads.
 //! * `connection`: the background task: connect, run a session, back off, again.
+//! * `export`: export pages and fetched documents, for peers that do not hold the store.
 //! * `wait`: waiting for the hub (connected, idle, acknowledged, an error) and [`converge`].
 //! * [`load`]: the load generator behind the `tidepool-load` binary.
 //!
@@ -25,6 +26,7 @@ mod client;
 mod connection;
 mod docs;
 mod error;
+mod export;
 pub mod load;
 mod options;
 mod state;
@@ -33,5 +35,6 @@ mod wait;
 pub use change::{ChangeState, RemoteChange};
 pub use client::Client;
 pub use error::ClientError;
+pub use export::ExportPage;
 pub use options::ClientOptions;
 pub use wait::converge;

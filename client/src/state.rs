@@ -10,6 +10,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use crate::change::RemoteChange;
 use crate::docs::Docs;
+use crate::export::Replies;
 use crate::options::ClientOptions;
 
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub(crate) struct State {
     pub(crate) connections: u64,
     pub(crate) last_error: Option<(ErrorCode, String)>,
     pub(crate) closed: bool,
+    /// Export and fetch requests waiting for the hub.
+    pub(crate) replies: Replies,
 }
 
 impl State {
@@ -37,6 +40,7 @@ impl State {
             connections: 0,
             last_error: None,
             closed: false,
+            replies: Replies::default(),
         }
     }
 }

@@ -1,0 +1,127 @@
+//! Reading a store without holding it: pages of a consistent export, and documents fetched by
+//! id, each request answered through the background task.
+//!
+//! A request waits for its answer in [`Replies`]; the background task hands answers over as the
+//! engine reports them. A lost connection or an error the hub reports meanwhile fails every
+//! waiting request (the hub names no request in its errors, and an export does not survive its
+//! connection).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, ExportRecord};
+use tidepool_core::{DocId, StoreRef};
+use tokio::sync::oneshot;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// One page of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportPage {
+    /// Names the export for the next page.
+    pub export: u64,
+    /// The hub cursor every page of this export is consistent with.
+    pub cut: Cursor,
+    /// Records in document id order.
+    pub records: Vec<ExportRecord>,
+    /// No page follows.
+    pub last: bool,
+}
+
+type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// Requests waiting for the hub.
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    exports: HashMap<StoreRef, Answer<ExportPage>>,
+    fetches: HashMap<u64, (Vec<DocData>, Answer<Vec<DocData>>)>,
+    next_fetch: u64,
+}
+
+impl Replies {
+    pub(crate) fn page(&mut self, store: &StoreRef, page: ExportPage) {
+        if let Some(tx) = self.exports.remove(store) {
+            let _ = tx.send(Ok(page));
+        }
+    }
+
+    pub(crate) fn fetched(&mut self, request: u64, docs: Vec<DocData>, last: bool) {
+        let Some((mut got, tx)) = self.fetches.remove(&request) else { return };
+        got.extend(docs);
+        if last {
+            let _ = tx.send(Ok(got));
+        } else {
+            self.fetches.insert(request, (got, tx));
+        }
+    }
+
+    /// Fails every waiting request.
+    pub(crate) fn fail(&mut self, why: impl Fn() -> ClientError) {
+        for (_, tx) in self.exports.drain() {
+            let _ = tx.send(Err(why()));
+        }
+        for (_, (_, tx)) in self.fetches.drain() {
+            let _ = tx.send(Err(why()));
+        }
+    }
+
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.exports.is_empty() || !self.fetches.is_empty()
+    }
+}
+
+/// The error a waiting request fails with when the hub reports one.
+pub(crate) fn hub_error(code: ErrorCode, detail: &str) -> ClientError {
+    ClientError::Refused(format!("{detail} ({code:?})"))
+}
+
+impl Client {
+    /// The next page of an export of `store`, at most `limit` records: `export: None` opens an
+    /// export at the hub's current cut, later pages name it and the last document received.
+    pub async fn export_page(
+        &self,
+        store: &StoreRef,
+        export: Option<u64>,
+        after: Option<DocId>,
+        limit: u32,
+        timeout: Duration,
+    ) -> Result<ExportPage, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if !st.connected {
+                return Err(ClientError::Disconnected);
+            }
+            st.replies.exports.insert(store.clone(), tx);
+            st.engine.export(store.clone(), export, after, limit);
+        }
+        self.shared.kick.notify_one();
+        answer(rx, timeout, "an export page").await
+    }
+
+    /// Whole documents by id, as saved documents (for changes built on known heads).
+    pub async fn fetch(&self, store: &StoreRef, docs: Vec<DocRef>, timeout: Duration) -> Result<Vec<DocData>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if !st.connected {
+                return Err(ClientError::Disconnected);
+            }
+            let request = st.replies.next_fetch;
+            st.replies.next_fetch += 1;
+            st.replies.fetches.insert(request, (Vec::new(), tx));
+            st.engine.fetch(request, store.clone(), docs);
+        }
+        self.shared.kick.notify_one();
+        answer(rx, timeout, "fetched documents").await
+    }
+}
+
+async fn answer<T>(rx: oneshot::Receiver<Result<T, ClientError>>, timeout: Duration, what: &'static str) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ClientError::Disconnected),
+        Err(_) => Err(ClientError::Timeout(timeout, what)),
+    }
+}
