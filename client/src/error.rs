@@ -41,11 +41,11 @@ pub struct ConnectError {
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to the hub at {}: {}", self.url, self.cause)?;
+        write!(f, "cannot connect to {}", self.url)?;
         if self.attempts > 1 {
-            write!(f, " ({} attempts)", self.attempts)?;
+            write!(f, " after {} attempts", self.attempts)?;
         }
-        Ok(())
+        write!(f, ": {}", self.cause)
     }
 }
 
@@ -92,7 +92,7 @@ impl fmt::Display for ConnectCause {
                 write!(f, "unsupported scheme {s}://; the hub speaks WebSocket: ws://host:port/v1/sync")
             }
             ConnectCause::Dns { host, detail } => write!(f, "cannot resolve host {host}: {detail}"),
-            ConnectCause::Refused => write!(f, "connection refused (is the hub running, on this port?)"),
+            ConnectCause::Refused => write!(f, "connection refused (is the hub running on that port?)"),
             ConnectCause::HttpStatus { status, reason } => write!(
                 f,
                 "the server answered HTTP {status} {reason} instead of a WebSocket upgrade (is the path /v1/sync?)"
