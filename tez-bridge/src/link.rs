@@ -20,14 +20,14 @@ pub enum LinkError {
     #[error("hub: {0}")]
     Client(#[from] ClientError),
     /// The hub refused a write-back change; `detail` is the hub's reason.
-    #[error("the hub refused the write-back to {store}: {detail}{hint}", hint = refusal_hint(*code, store))]
+    #[error("the hub refused the write-back to {store} ({detail}){hint}", hint = refusal_hint(*code, store))]
     Refused { store: StoreRef, code: Option<ErrorCode>, detail: String },
 }
 
 fn refusal_hint(code: Option<ErrorCode>, store: &StoreRef) -> String {
     match code {
         Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => {
-            format!(" (the job's token needs write access to {store})")
+            format!("; the job's token needs write access to {store}")
         }
         _ => String::new(),
     }
@@ -75,7 +75,7 @@ impl Link {
                 ChangeState::Acked => {}
                 state => {
                     let (code, detail) = match self.client.refusal_of(*id) {
-                        Some((code, detail)) => (Some(code), format!("{detail} ({code:?})")),
+                        Some((code, detail)) => (Some(code), format!("{code:?}: {detail}")),
                         None => (None, format!("change {id} is {state:?}")),
                     };
                     return Err(LinkError::Refused { store: (*store).clone(), code, detail });

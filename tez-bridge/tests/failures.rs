@@ -160,6 +160,20 @@ fn foreign_runner_running(ours: &[&str]) -> bool {
     })
 }
 
+/// Names directly inside the scratch directories of the bridge with this pid.
+fn scratch_entries(bridge_pid: u32) -> Vec<String> {
+    let prefix = format!("tidepool-bridge-{bridge_pid}-");
+    let mut names = Vec::new();
+    for dir in std::fs::read_dir(std::env::temp_dir()).expect("tmp").flatten() {
+        if dir.file_name().to_string_lossy().starts_with(&prefix) {
+            for e in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names
+}
+
 async fn seed(url: &str, token: &str) {
     let todos = StoreRef::new("app", "todos");
     let c = Client::connect(ClientOptions::new(url, token));
@@ -223,8 +237,16 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     };
     let scratch_prefix = format!("-Djava.io.tmpdir={}/tidepool-bridge-{bridge_pid}-", std::env::temp_dir().display());
     assert!(cmdline(runner).contains(&scratch_prefix), "{}", cmdline(runner));
-    // Well into the Tez phase (JVM and Tez start-up).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Well into the Tez phase (JVM and Tez start-up); meanwhile the runner's temporary files
+    // appear in the bridge's scratch directory, not in /tmp.
+    let mut in_scratch = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        in_scratch.extend(scratch_entries(bridge_pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("in the scratch directory: {in_scratch:?}");
+    assert!(in_scratch.iter().any(|n| n.starts_with("tidepool-tez-")), "{in_scratch:?}");
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let killed = Instant::now();
