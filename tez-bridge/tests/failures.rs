@@ -200,14 +200,15 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     let nonce = std::process::id();
     let refused_run = format!("refused-{nonce}");
     let killed_run = format!("killed-{nonce}");
-    let mut foreign = foreign_runner_running(&[&refused_run, &killed_run]);
+    let termed_run = format!("terminated-{nonce}");
+    let ours = [refused_run.as_str(), killed_run.as_str(), termed_run.as_str()];
+    let mut foreign = foreign_runner_running(&ours);
 
     // A token that may read the results store but not write it: the run fails at write-back,
     // naming the store and the missing grant.
     let reader = token(&data, &["todos", "stats"], &["todos"]);
-    let job = write_job(tmp.path(), "stats", &url, &reader, base, "", AGGREGATE);
-    let job = job.to_str().expect("path");
-    let (ok, out, took) = bridge(&["run", "--job", job, "--run", &refused_run]);
+    let refused_job = write_job(tmp.path(), "stats", &url, &reader, base, "", AGGREGATE);
+    let (ok, out, took) = bridge(&["run", "--job", refused_job.to_str().expect("path"), "--run", &refused_run]);
     assert!(!ok, "{out}");
     let error = out.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{out}"));
     assert!(error.contains("app/stats") && error.contains("write access"), "{error}");
@@ -227,7 +228,7 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     let bridge_pid = child.id();
     let started = Instant::now();
     let runner = loop {
-        foreign |= foreign_runner_running(&[&refused_run, &killed_run]);
+        foreign |= foreign_runner_running(&ours);
         if let Some(pid) = runner_pids(&killed_run).first() {
             break *pid;
         }
@@ -259,6 +260,36 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     assert!(ok, "{status}");
     let line = status.lines().find(|l| l.starts_with(&killed_run)).unwrap_or_else(|| panic!("{status}"));
     assert!(line.contains("interrupted"), "{status}");
+    let (_, status, _) = bridge(&["status", "--job", refused_job.to_str().expect("path")]);
+    let line = status.lines().find(|l| l.starts_with(&refused_run)).unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains("write-back-failed"), "a finished run is not interrupted: {status}");
+
+    // SIGTERM: the bridge itself kills the runner and removes its scratch directory.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
+        .args(["run", "--job", job, "--run", &termed_run])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bridge");
+    let termed_pid = child.id();
+    let started = Instant::now();
+    while runner_pids(&termed_run).is_empty() {
+        foreign |= foreign_runner_running(&ours);
+        assert!(started.elapsed() < TIMEOUT, "the DAG runner never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let termed = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &termed_pid.to_string()]).status().expect("kill").success());
+    let out = child.wait_with_output().expect("reap");
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGTERM"));
+    assert!(scratch_entries(termed_pid).is_empty(), "the bridge removes its scratch directory");
+    while !runner_pids(&termed_run).is_empty() {
+        assert!(termed.elapsed() < FAIL_WITHIN, "the DAG runner outlived the bridge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("SIGTERM: bridge and runner gone {:.1?} after the signal", termed.elapsed());
 
     // The killed run's scratch directory went with the next bridge (status); nothing in /tmp.
     let scratch: Vec<_> = std::fs::read_dir(std::env::temp_dir())
@@ -267,7 +298,7 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("tidepool-bridge-{bridge_pid}-")))
         .collect();
     assert!(scratch.is_empty(), "scratch left: {:?}", scratch.iter().map(|e| e.path()).collect::<Vec<_>>());
-    foreign |= foreign_runner_running(&[&refused_run, &killed_run]);
+    foreign |= foreign_runner_running(&ours);
     let new: Vec<_> = tmp_leftovers().difference(&before).cloned().collect();
     if foreign && !new.is_empty() {
         eprintln!("another DAG runner ran meanwhile; not attributing {new:?} to this test");
