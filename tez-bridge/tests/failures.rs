@@ -265,7 +265,7 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     assert!(line.contains("write-back-failed"), "a finished run is not interrupted: {status}");
 
     // SIGTERM: the bridge itself kills the runner and removes its scratch directory.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
         .args(["run", "--job", job, "--run", &termed_run])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
