@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::change::{ChangeState, RemoteChange};
 use crate::connection;
 use crate::docs::Docs;
-use crate::error::ClientError;
+use crate::error::{ClientError, ConnectError};
 use crate::options::ClientOptions;
 use crate::state::{Shared, State};
 
@@ -163,7 +163,7 @@ impl Client {
         let st = self.shared.lock();
         if st.pending.contains(&id) {
             ChangeState::Pending
-        } else if st.refused.contains(&id) {
+        } else if st.refused.contains_key(&id) {
             ChangeState::Refused
         } else {
             ChangeState::Acked
@@ -186,6 +186,16 @@ impl Client {
     /// How many connections this client has made.
     pub fn connections(&self) -> u64 {
         self.shared.lock().connections
+    }
+
+    /// Why the hub refused a change (its error code and detail), if it did.
+    pub fn refusal_of(&self, id: OutboxId) -> Option<(ErrorCode, String)> {
+        self.shared.lock().refused.get(&id).cloned()
+    }
+
+    /// The last failed connection attempt, if the client is not connected since.
+    pub fn last_connect_error(&self) -> Option<ConnectError> {
+        self.shared.lock().last_connect_error.clone()
     }
 
     /// The last error the hub reported.

@@ -1,5 +1,6 @@
 //! The background task: connects, runs a session (the only sender on the socket), backs off with
-//! jitter, and connects again, for as long as the client is online.
+//! jitter, and connects again, for as long as the client is online. A failed attempt is kept,
+//! classified, in the shared state, so a wait for the connection can say why it is not coming.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,11 +9,12 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tidepool_core::sync::ClientEvent;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::change::RemoteChange;
-use crate::error::ClientError;
+use crate::error::{ClientError, ConnectCause, ConnectError};
 use crate::export::{ExportPage, hub_error};
 use crate::state::Shared;
 
@@ -33,18 +35,29 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let config = WebSocketConfig::default()
             .max_message_size(Some(options.max_frame + 1024))
             .max_frame_size(Some(options.max_frame + 1024));
-        let connecting = tokio_tungstenite::connect_async_with_config(options.url.as_str(), Some(config), true);
         let started = Instant::now();
-        match tokio::time::timeout(options.connect_timeout, connecting).await {
-            Ok(Ok((ws, _))) => {
+        let attempt = match tokio::time::timeout(options.connect_timeout, connect(&options.url, config)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Err(ConnectCause::Timeout(options.connect_timeout)),
+        };
+        match attempt {
+            Ok(ws) => {
+                shared.lock().last_connect_error = None;
                 // Only a session that lasted resets the backoff: one the hub ends at once (e.g.
                 // refusing the same frame again and again) must not turn into a reconnect storm.
                 if session(&shared, ws, &mut online).await && started.elapsed() >= STABLE_SESSION {
                     backoff = options.min_backoff;
                 }
             }
-            Ok(Err(e)) => tracing::debug!(url = %options.url, error = %e, "connect failed"),
-            Err(_) => tracing::debug!(url = %options.url, "connect timed out"),
+            Err(cause) => {
+                tracing::debug!(url = %options.url, error = %cause, "connect failed");
+                {
+                    let mut st = shared.lock();
+                    let attempts = st.last_connect_error.as_ref().map_or(0, |e| e.attempts) + 1;
+                    st.last_connect_error = Some(ConnectError { url: options.url.clone(), cause, attempts });
+                }
+                shared.bump();
+            }
         }
         // Jitter keeps a crowd of clients from reconnecting to a restarted hub in lockstep.
         let pause = rand::rng().random_range(backoff / 2..=backoff);
@@ -57,6 +70,47 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connection attempt, step by step (URL, name lookup, TCP, WebSocket handshake), so a
+/// failure says which step failed.
+async fn connect(url: &str, config: WebSocketConfig) -> Result<Socket, ConnectCause> {
+    let request = url.into_client_request().map_err(|e| ConnectCause::BadUrl(e.to_string()))?;
+    let uri = request.uri();
+    let scheme = uri.scheme_str().unwrap_or_default().to_owned();
+    if scheme != "ws" {
+        // This build has no TLS: wss:// is as unusable as http:// (the handshake would say so
+        // less clearly).
+        return Err(ConnectCause::BadScheme(scheme));
+    }
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| ConnectCause::BadUrl("no host".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| ConnectCause::Dns { host: host.clone(), detail: e.to_string() })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ConnectCause::Dns { host, detail: "no addresses".into() });
+    }
+    let socket = tokio::net::TcpStream::connect(&addrs[..]).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ConnectCause::Refused,
+        _ => ConnectCause::Io(e.to_string()),
+    })?;
+    // Frames are small and latency matters more than packet count.
+    let _ = socket.set_nodelay(true);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(socket);
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(ConnectCause::HttpStatus {
+            status: response.status().as_u16(),
+            reason: response.status().canonical_reason().unwrap_or_default().to_owned(),
+        }),
+        Err(WsError::Tls(e)) => Err(ConnectCause::Tls(e.to_string())),
+        Err(WsError::Url(e)) => Err(ConnectCause::BadUrl(e.to_string())),
+        Err(WsError::Io(e)) => Err(ConnectCause::Io(e.to_string())),
+        Err(e) => Err(ConnectCause::NotWebSocket(e.to_string())),
+    }
+}
 
 /// One connection's life. Returns whether the hub answered at all (then backoff starts over).
 async fn session(shared: &Shared, ws: Socket, online: &mut watch::Receiver<bool>) -> bool {
@@ -159,11 +213,14 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
         match event {
             ClientEvent::Acked { ids } => {
                 // The engine reports a refused push as "acked" followed by the hub's error.
-                let refused = matches!(events.peek(), Some(ClientEvent::HubError { .. }));
+                let refused = match events.peek() {
+                    Some(ClientEvent::HubError { code, detail }) => Some((*code, detail.clone())),
+                    _ => None,
+                };
                 for id in ids {
                     st.pending.remove(id);
-                    if refused {
-                        st.refused.insert(*id);
+                    if let Some(why) = &refused {
+                        st.refused.insert(*id, why.clone());
                     }
                 }
             }

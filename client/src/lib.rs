@@ -8,7 +8,8 @@
 //!
 //! Code map:
 //! * `options`: [`ClientOptions`] (where to connect, backoff, pings, frame limit).
-//! * `error`: [`ClientError`], why a client call failed.
+//! * `error`: [`ClientError`], why a client call failed; [`ConnectError`], why a connection
+//!   attempt failed.
 //! * `change`: [`ChangeState`] of a local change and [`RemoteChange`] from other peers.
 //! * `docs`: the in-memory documents core's engine applies frames to.
 //! * `state`: the state shared by the API and the background task.
@@ -34,7 +35,7 @@ mod wait;
 
 pub use change::{ChangeState, RemoteChange};
 pub use client::Client;
-pub use error::ClientError;
+pub use error::{ClientError, ConnectCause, ConnectError};
 pub use export::ExportPage;
 pub use options::ClientOptions;
 pub use wait::converge;

@@ -1,7 +1,7 @@
 //! The state the API calls and the background task share: the engine, the documents, the fate
 //! of local changes, and the signals between them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use tidepool_core::sync::{ClientEngine, OutboxId};
@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::change::RemoteChange;
 use crate::docs::Docs;
 use crate::export::Replies;
+use crate::error::ConnectError;
 use crate::options::ClientOptions;
 
 #[derive(Debug)]
@@ -19,10 +20,13 @@ pub(crate) struct State {
     pub(crate) docs: Docs,
     pub(crate) next_id: OutboxId,
     pub(crate) pending: HashSet<OutboxId>,
-    pub(crate) refused: HashSet<OutboxId>,
+    /// Refused changes, with the hub's error for each, for the caller to show.
+    pub(crate) refused: HashMap<OutboxId, (ErrorCode, String)>,
     pub(crate) connected: bool,
     pub(crate) connections: u64,
     pub(crate) last_error: Option<(ErrorCode, String)>,
+    /// The last failed connection attempt; cleared by a successful one.
+    pub(crate) last_connect_error: Option<ConnectError>,
     pub(crate) closed: bool,
     /// Export and fetch requests waiting for the hub.
     pub(crate) replies: Replies,
@@ -35,10 +39,11 @@ impl State {
             docs,
             next_id: 1,
             pending: HashSet::new(),
-            refused: HashSet::new(),
+            refused: HashMap::new(),
             connected: false,
             connections: 0,
             last_error: None,
+            last_connect_error: None,
             closed: false,
             replies: Replies::default(),
         }

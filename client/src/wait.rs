@@ -40,20 +40,40 @@ impl Client {
         tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout, what))?
     }
 
+    /// Until connected. Fails at once with [`ClientError::Connect`] if the last attempt failed
+    /// in a way retrying cannot fix (a bad scheme, an unknown host, an HTTP answer instead of a
+    /// WebSocket), and at the timeout with the last attempt's error if there was one: the caller
+    /// learns the URL and the cause, not only that time ran out.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
-        self.wait_for(timeout, "a connection", |st| st.connected).await
+        let waited = self.wait_for(timeout, "a connection", |st| st.connected || permanent_failure(st)).await;
+        self.unless_unreachable(waited)
     }
 
     /// Until connected, every subscription is live and every local change is acknowledged.
     /// Fails at once with [`ClientError::Refused`] if the hub refused a subscription, which
-    /// would otherwise keep the client from ever being idle.
+    /// would otherwise keep the client from ever being idle, and like
+    /// [`wait_connected`](Client::wait_connected) if the hub cannot be reached.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<(), ClientError> {
         let idle = |st: &State| st.connected && st.engine.is_idle();
-        self.wait_for(timeout, "the client to be idle", |st| idle(st) || st.engine.refusal().is_some()).await?;
+        let waited = self
+            .wait_for(timeout, "the client to be idle", |st| {
+                idle(st) || st.engine.refusal().is_some() || permanent_failure(st)
+            })
+            .await;
+        self.unless_unreachable(waited)?;
         let st = self.shared.lock();
         match st.engine.refusal() {
             Some(detail) if !idle(&st) => Err(ClientError::Refused(detail.to_owned())),
             _ => Ok(()),
+        }
+    }
+
+    /// A wait's result, unless the client is not connected and knows why: then that reason.
+    fn unless_unreachable(&self, waited: Result<(), ClientError>) -> Result<(), ClientError> {
+        let st = self.shared.lock();
+        match &st.last_connect_error {
+            Some(e) if !st.connected && (waited.is_err() || e.cause.is_permanent()) => Err(ClientError::Connect(e.clone())),
+            _ => waited,
         }
     }
 
@@ -83,6 +103,10 @@ impl Client {
         self.shared.lock().closed = true;
         self.shared.bump();
     }
+}
+
+fn permanent_failure(st: &State) -> bool {
+    !st.connected && st.last_connect_error.as_ref().is_some_and(|e| e.cause.is_permanent())
 }
 
 /// Waits until every client is idle and all hold the same records.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tidepool_core::automerge::ActorId;
 use tidepool_core::{Key, Record, StoreRef, Value, WriteBack, object};
 use tidepool_tez_bridge::fs::RunFs;
-use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec};
+use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec, Timeouts};
 use tidepool_tez_bridge::output::FieldResult;
 use tidepool_tez_bridge::{plan, run};
 use tidepool_tez_bridge::snapshot::{self, SnapshotId, SnapshotRecord};
@@ -58,6 +58,7 @@ async fn bench(namenode: &str) {
         incremental: false,
         dag: DagSpec::Aggregate { group_by: vec!["group".into()], aggregates: vec!["count".into(), "sum:amount".into()], results_store: "out".into() },
         tez: TezSpec::default(),
+        timeouts: Timeouts::default(),
     };
     // Tidepool snapshot (JSON Lines encoding on one thread, overlapped with the write) and a raw
     // hdfs-native write of the same bytes, interleaved three times; medians.

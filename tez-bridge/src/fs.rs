@@ -2,6 +2,7 @@
 //! Tez local mode reads as `file:///` just as well).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -14,6 +15,8 @@ pub enum FsError {
     Local { path: PathBuf, source: std::io::Error },
     #[error("invalid location {0:?}: use hdfs://host:port/path or a local directory")]
     Location(String),
+    #[error("HDFS namenode {namenode} is unreachable: {cause}")]
+    Unreachable { namenode: String, cause: String },
 }
 
 /// A run storage location: a base directory on HDFS or on the local file system. Paths given to
@@ -45,6 +48,25 @@ impl RunFs {
         std::fs::create_dir_all(&base).map_err(local_err(&base))?;
         let base = base.canonicalize().map_err(local_err(&base))?;
         Ok(RunFs::Local { base })
+    }
+
+    /// Fails within `timeout`, naming the namenode and why, unless it answers. hdfs-native
+    /// retries an unreachable namenode for a long time (logging each retry), so a run checks
+    /// first instead of hanging in its first real operation.
+    pub async fn check(&self, timeout: Duration) -> Result<(), FsError> {
+        let RunFs::Hdfs { client, authority, .. } = self else { return Ok(()) };
+        let namenode = format!("hdfs://{authority}");
+        match tokio::time::timeout(timeout, client.get_file_info("/")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(FsError::Unreachable { namenode, cause: e.to_string() }),
+            Err(_) => {
+                let cause = match tcp_probe(authority).await {
+                    Some(e) => format!("{e} (gave up after {timeout:?})"),
+                    None => format!("it accepts connections but did not answer within {timeout:?}"),
+                };
+                Err(FsError::Unreachable { namenode, cause })
+            }
+        }
     }
 
     fn hdfs_path(base: &str, rel: &str) -> String {
@@ -208,6 +230,17 @@ impl RunFs {
                 Ok(names)
             }
         }
+    }
+}
+
+/// Why a TCP connection to `authority` fails, if it does (a name service that is not a host
+/// name fails to resolve, which says as much).
+async fn tcp_probe(authority: &str) -> Option<String> {
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(authority)).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some("connection refused".into()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer to a TCP connection".into()),
     }
 }
 

@@ -14,10 +14,15 @@
 //! group_by = ["project"]
 //! aggregates = ["count", "sum:hours", "avg:hours"]
 //! results_store = "todo_stats"
+//!
+//! [timeouts]                         # optional, in seconds
+//! hub_connect = 10                   # give up on an unreachable hub after this long
+//! hdfs_connect = 20                  # ... and on an unreachable HDFS namenode
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -42,6 +47,44 @@ pub struct JobSpec {
     pub dag: DagSpec,
     #[serde(default)]
     pub tez: TezSpec,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// How long a run waits for what it cannot do without, before failing with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Seconds to wait for the first connection to the hub (a bad URL fails at once).
+    #[serde(default = "Timeouts::default_hub_connect")]
+    pub hub_connect: f64,
+    /// Seconds to wait for the HDFS namenode's first answer.
+    #[serde(default = "Timeouts::default_hdfs_connect")]
+    pub hdfs_connect: f64,
+}
+
+impl Timeouts {
+    fn default_hub_connect() -> f64 {
+        10.0
+    }
+
+    fn default_hdfs_connect() -> f64 {
+        20.0
+    }
+
+    pub fn hub(&self) -> Duration {
+        Duration::try_from_secs_f64(self.hub_connect).unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn hdfs(&self) -> Duration {
+        Duration::try_from_secs_f64(self.hdfs_connect).unwrap_or(Duration::from_secs(20))
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { hub_connect: Self::default_hub_connect(), hdfs_connect: Self::default_hdfs_connect() }
+    }
 }
 
 /// The DAG a job runs.
@@ -176,5 +219,8 @@ mod tests {
         let enrich: DagSpec = toml::from_str("kind = \"enrich\"\n[fields]\nscore = \"priority * 2\"\n").unwrap();
         assert!(matches!(enrich, DagSpec::Enrich { fields } if fields["score"] == "priority * 2"));
         assert!(toml::from_str::<DagSpec>("kind = \"nope\"").is_err());
+        assert_eq!(spec.timeouts, Timeouts::default());
+        let t: Timeouts = toml::from_str("hdfs_connect = 2.5").unwrap();
+        assert_eq!((t.hub(), t.hdfs()), (Duration::from_secs(10), Duration::from_millis(2500)));
     }
 }

@@ -5,18 +5,32 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use thiserror::Error;
-use tidepool_core::wire::Cursor;
+use tidepool_core::wire::{Cursor, ErrorCode};
 use tidepool_core::{DocId, Record, StoreRef};
 use tidepool_client::{ChangeState, Client, ClientError, ClientOptions};
 
 use crate::plan::PlannedChange;
+use crate::run::Progress;
+
+/// How often (in acknowledged changes) a long write-back reports progress.
+pub const PROGRESS_EVERY: usize = 10_000;
 
 #[derive(Debug, Error)]
 pub enum LinkError {
     #[error("hub: {0}")]
     Client(#[from] ClientError),
-    #[error("the hub refused write-back change {0} ({1:?})")]
-    Refused(u64, ChangeState),
+    /// The hub refused a write-back change; `detail` is the hub's reason.
+    #[error("the hub refused the write-back to {store} ({detail}){hint}", hint = refusal_hint(*code, store))]
+    Refused { store: StoreRef, code: Option<ErrorCode>, detail: String },
+}
+
+fn refusal_hint(code: Option<ErrorCode>, store: &StoreRef) -> String {
+    match code {
+        Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => {
+            format!("; the job's token needs write access to {store}")
+        }
+        _ => String::new(),
+    }
 }
 
 /// How long to wait for the hub before giving up on a phase.
@@ -28,13 +42,15 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects and follows `stores`, waiting until they are synced.
-    pub async fn open(url: &str, token: &str, stores: &[StoreRef]) -> Result<Link, LinkError> {
+    /// Connects and follows `stores`, waiting until they are synced. Fails at once if the URL
+    /// cannot work, and after `connect_timeout` if the hub is not reached, naming the URL and
+    /// the last attempt's error.
+    pub async fn open(url: &str, token: &str, stores: &[StoreRef], connect_timeout: Duration) -> Result<Link, LinkError> {
         let client = Client::connect(ClientOptions::new(url, token));
         for s in stores {
             client.subscribe(s.clone());
         }
-        client.wait_connected(HUB_TIMEOUT).await?;
+        client.wait_connected(connect_timeout).await?;
         client.wait_idle(HUB_TIMEOUT).await?;
         Ok(Link { client })
     }
@@ -47,17 +63,26 @@ impl Link {
     }
 
     /// Sends write-back changes and waits until the hub has acknowledged every one.
-    pub async fn push(&self, changes: &[PlannedChange]) -> Result<usize, LinkError> {
+    pub async fn push(&self, changes: &[PlannedChange], progress: &dyn Progress) -> Result<usize, LinkError> {
         let mut ids = Vec::with_capacity(changes.len());
         for c in changes {
             if let Some(id) = self.client.push_change(&c.store, c.doc, &c.key, &c.bytes)? {
-                ids.push(id);
+                ids.push((id, &c.store));
             }
         }
-        for id in &ids {
+        for (n, (id, store)) in ids.iter().enumerate() {
             match self.client.wait_acked(*id, HUB_TIMEOUT).await? {
                 ChangeState::Acked => {}
-                other => return Err(LinkError::Refused(*id, other)),
+                state => {
+                    let (code, detail) = match self.client.refusal_of(*id) {
+                        Some((code, detail)) => (Some(code), format!("{code:?}: {detail}")),
+                        None => (None, format!("change {id} is {state:?}")),
+                    };
+                    return Err(LinkError::Refused { store: (*store).clone(), code, detail });
+                }
+            }
+            if (n + 1) % PROGRESS_EVERY == 0 {
+                progress.count("write-back", n + 1, ids.len());
             }
         }
         Ok(ids.len())

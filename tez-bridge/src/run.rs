@@ -6,8 +6,11 @@
 //! <base>/<job>/<run>/input/part-00000.jsonl   records, one JSON object per line
 //! <base>/<job>/<run>/input/_manifest.json     heads of every document, hub cursor, counts
 //! <base>/<job>/<run>/output/                  what the DAG wrote (part files, _SUCCESS)
-//! <base>/<job>/<run>/_state.json              phase, counts, seconds per phase, error
+//! <base>/<job>/<run>/_state.json              phase, counts, seconds per phase, error, owner
 //! ```
+//!
+//! A running phase records its owner (pid, host): a run left `tez-running` by a bridge that was
+//! killed shows as interrupted.
 //!
 //! Files starting with `_` are hidden from Hadoop input formats, so the DAG reads only records.
 //! A run directory is written under `<base>/<job>/.tmp-<run>` and renamed into place, so it
@@ -26,6 +29,7 @@ use crate::fs::{FsError, RunFs};
 use crate::job::{DagSpec, JobError, JobSpec};
 use crate::link::{Link, LinkError};
 use crate::output::{self, OutputError};
+use crate::owner::Owner;
 use crate::plan::{self, PlanError, PlannedChange};
 use crate::snapshot::{self, Manifest, SnapshotId, SnapshotRecord};
 use crate::tez::{self, TezError};
@@ -56,6 +60,16 @@ pub struct RunState {
     pub seconds: BTreeMap<String, f64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The bridge process running the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+impl RunState {
+    /// A phase that is in progress according to the state, but whose bridge is gone.
+    pub fn interrupted(&self) -> bool {
+        self.phase == Phase::TezRunning && self.owner.as_ref().is_some_and(Owner::is_gone)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -82,7 +96,16 @@ pub enum RunError {
 
 /// Reports progress, one line per phase (the CLI prints them and shows progress bars).
 pub trait Progress {
+    /// What a phase is doing or did.
     fn phase(&self, name: &str, detail: &str);
+    /// A phase ended after `seconds`.
+    fn done(&self, name: &str, seconds: f64) {
+        let _ = (name, seconds);
+    }
+    /// A long phase has done `done` of `total` records.
+    fn count(&self, name: &str, done: usize, total: usize) {
+        let _ = (name, done, total);
+    }
 }
 
 /// Prints nothing.
@@ -178,6 +201,8 @@ pub async fn snapshot(
         .values_mut()
         .filter_map(|r| SnapshotRecord::of(r).ok())
         .collect();
+    let exported = started.elapsed().as_secs_f64();
+    progress.done("export", exported);
     let tmp = format!("{}/.tmp-{run}", job.name);
     fs.delete(&tmp).await?;
     fs.mkdirs(&format!("{tmp}/input")).await?;
@@ -193,11 +218,14 @@ pub async fn snapshot(
         changes_written: None,
         seconds: BTreeMap::from([("snapshot".to_owned(), started.elapsed().as_secs_f64())]),
         error: None,
+        owner: None,
     };
     write_json(fs, &format!("{tmp}/_state.json"), &state).await?;
     fs.rename(&tmp, &dir).await?;
-    state.seconds.insert("snapshot".into(), started.elapsed().as_secs_f64());
+    let total = started.elapsed().as_secs_f64();
+    state.seconds.extend([("snapshot".into(), total), ("export".into(), exported), ("hdfs-write".into(), total - exported)]);
     save_state(fs, &state).await?;
+    progress.done("hdfs-write", total - exported);
     Ok(state)
 }
 
@@ -279,6 +307,7 @@ pub async fn tez_and_write_back(
     let output_rel = format!("{dir}/output");
     if state.phase != Phase::WrittenBack || !fs.exists(&format!("{output_rel}/_SUCCESS")).await? {
         state.phase = Phase::TezRunning;
+        state.owner = Some(Owner::current());
         save_state(fs, &state).await?;
         fs.delete(&output_rel).await?;
         progress.phase("tez", &format!("running the {} DAG", dag_name(&job.dag)));
@@ -286,6 +315,7 @@ pub async fn tez_and_write_back(
         match result {
             Ok(r) => {
                 state.seconds.insert("tez".into(), r.seconds);
+                progress.done("tez", r.seconds);
             }
             Err(e) => return fail(fs, state, Phase::TezFailed, e.into()).await,
         }
@@ -374,8 +404,10 @@ async fn write_back(
             plan::field_changes(&wb, &source, &results, &manifest.heads(), &mut records)?
         }
     };
+    let parsed = started.elapsed().as_secs_f64();
+    progress.done("output-parse", parsed);
     progress.phase("write-back", &format!("{} changes from {} results", changes.len(), state.results_out.unwrap_or(0)));
-    let written = link.push(&changes).await?;
+    let written = link.push(&changes, progress).await?;
     let heads = changes
         .iter()
         .filter(|c| c.store == source)
@@ -383,7 +415,9 @@ async fn write_back(
         .collect();
     write_json(fs, &format!("{}/_written.json", run_dir(&job.name, &state.run)), &Written { heads }).await?;
     state.changes_written = Some(written);
-    state.seconds.insert("write-back".into(), started.elapsed().as_secs_f64());
+    let total = started.elapsed().as_secs_f64();
+    state.seconds.extend([("write-back".into(), total), ("output-parse".into(), parsed), ("push".into(), total - parsed)]);
+    progress.done("push", total - parsed);
     Ok(())
 }
 

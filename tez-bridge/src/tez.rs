@@ -1,5 +1,9 @@
 //! Launching Tez: the DAG runner (or a user's jar) as a JVM process, in local mode unless the job
 //! names a Tez configuration directory (then it submits to YARN).
+//!
+//! The JVM dies with the bridge: it is killed when the run is dropped (a signal, an error), and
+//! the DAG runner exits by itself when its stdin, a pipe only the bridge holds, closes (the
+//! bridge was killed). Its temporary files go to a [`Scratch`] directory the bridge removes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::job::{DagSpec, JobSpec};
+use crate::scratch::Scratch;
 
 /// JVM flags Hadoop and Tez need on Java 17.
 pub const JAVA17_OPENS: &[&str] = &[
@@ -28,6 +33,8 @@ pub const JAVA17_OPENS: &[&str] = &[
 pub enum TezError {
     #[error("cannot start {java}: {source}")]
     Spawn { java: String, source: std::io::Error },
+    #[error("cannot create a scratch directory: {0}")]
+    Scratch(std::io::Error),
     #[error("the DAG runner is not built: {0} is missing (run `make -C tez-bridge/jvm` or `make tez-jvm`)")]
     NotBuilt(PathBuf),
     #[error("the Tez job failed (exit status {status}): {diagnostics}")]
@@ -53,8 +60,9 @@ fn java(job: &JobSpec) -> PathBuf {
     })
 }
 
-/// The full command line for a job's DAG over `input`, writing `output`.
-pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Result<Command, TezError> {
+/// The full command line for a job's DAG over `input`, writing `output`, with the JVM's
+/// temporary files under `scratch`.
+pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scratch: &Path) -> Result<Command, TezError> {
     let runner = job.tez.runner_dir.clone().unwrap_or_else(default_runner_dir);
     let jar = runner.join("tidepool-tez.jar");
     if !jar.exists() {
@@ -62,7 +70,13 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Re
     }
     let lib = runner.join("lib/*");
     let mut cmd = Command::new(java(job));
-    cmd.args(JAVA17_OPENS).args(&job.tez.jvm_opts);
+    // Everything the JVM would put in /tmp (Tez local mode's scratch space, snappy-java's
+    // native library, which a halting JVM never deletes) goes to the run's scratch directory.
+    let tmp = scratch.display();
+    cmd.args(JAVA17_OPENS)
+        .arg(format!("-Djava.io.tmpdir={tmp}"))
+        .arg(format!("-Dorg.xerial.snappy.tempdir={tmp}"))
+        .args(&job.tez.jvm_opts);
     let mut classpath = format!("{}:{}", jar.display(), lib.display());
     if let Some(conf) = &job.tez.conf_dir {
         // Cluster configuration first on the classpath, so tez-site.xml and yarn-site.xml load.
@@ -86,8 +100,15 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Re
         dag => {
             cmd.arg("dev.tidepool.tez.DagRunner");
             cmd.args(["--name", &job.name, "--input", input, "--output", output, "--fs-default", default_fs]);
-            if let Some(conf) = &job.tez.conf_dir {
-                cmd.arg("--tez-conf-dir").arg(conf);
+            cmd.arg("--exit-on-stdin-eof");
+            match &job.tez.conf_dir {
+                Some(conf) => {
+                    cmd.arg("--tez-conf-dir").arg(conf);
+                }
+                // Hadoop's own scratch default is /tmp/hadoop-<user>.
+                None => {
+                    cmd.arg("--conf").arg(format!("hadoop.tmp.dir={}", scratch.join("hadoop").display()));
+                }
             }
             match dag {
                 DagSpec::Aggregate { group_by, aggregates, .. } => {
@@ -113,16 +134,23 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Re
 }
 
 /// Runs the job's DAG and waits for it; an error unless the JVM exits with success.
+/// Dropping the future kills the JVM and removes its scratch directory.
 pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Result<TezRun, TezError> {
-    let mut cmd = command(job, default_fs, input, output)?;
+    crate::scratch::sweep();
+    let scratch = Scratch::create().map_err(TezError::Scratch)?;
+    let mut cmd = command(job, default_fs, input, output, scratch.path())?;
     let java = format!("{}", java(job).display());
     let started = Instant::now();
     let mut child = cmd
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| TezError::Spawn { java: java.clone(), source })?;
+    // Held, never written, until the JVM has exited: its end-of-file tells the runner that the
+    // bridge is gone, however it ended.
+    let _stdin = child.stdin.take();
     let (mut out, mut err) = (String::new(), String::new());
     let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
     let read_out = async {
@@ -137,6 +165,7 @@ pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> 
     };
     tokio::join!(read_out, read_err);
     let status = child.wait().await.map_err(|source| TezError::Spawn { java, source })?;
+    drop(scratch);
     let seconds = started.elapsed().as_secs_f64();
     if !status.success() {
         let tail: Vec<&str> = err.lines().rev().take(30).collect();

@@ -1,16 +1,21 @@
 //! `tidepool-bridge`: snapshot a store, run a Tez job over it, write the results back, and show
 //! the runs.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tidepool_tez_bridge::fs::RunFs;
-use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec};
+use tidepool_core::StoreRef;
+use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec, Timeouts};
 use tidepool_tez_bridge::link::Link;
 use tidepool_tez_bridge::run::{self, Progress};
+use tidepool_tez_bridge::scratch;
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-bridge", version, about = "Snapshots Tidepool stores to HDFS, runs Tez DAGs, writes results back")]
@@ -59,24 +64,53 @@ enum Command {
     },
 }
 
-/// Prints a line per phase and shows a spinner while a phase runs.
+/// Prints a line per phase (with its duration when it ends) and, for long phases, a line per
+/// batch of records. On a terminal a spinner shows the phase in progress and the lines scroll
+/// above it; otherwise (a log, a pipe) the lines alone are printed. Lines go to stderr, so stdout
+/// keeps only the result (the run summary, the snapshot's state).
 struct Bars {
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
 }
 
 impl Bars {
     fn new() -> Bars {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
         Bars { bar }
+    }
+
+    fn line(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
 impl Progress for Bars {
     fn phase(&self, name: &str, detail: &str) {
-        self.bar.println(format!("[{name}] {detail}"));
-        self.bar.set_message(format!("{name}: {detail}"));
+        self.line(format!("[{name}] {detail}"));
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{name}: {detail}"));
+        }
+    }
+
+    fn done(&self, name: &str, seconds: f64) {
+        self.line(format!("[{name}] done in {seconds:.2}s"));
+    }
+
+    fn count(&self, name: &str, done: usize, total: usize) {
+        self.line(format!("[{name}] {done}/{total}"));
     }
 }
 
@@ -85,13 +119,97 @@ fn fresh_run_id() -> String {
     run::new_run_id(SystemTime::now(), nonce)
 }
 
+/// An error and its causes on one line, each cause once: error types that include their
+/// source in their own message would otherwise print it twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Resolves with the signal's name and exit status at SIGINT or SIGTERM.
+async fn signalled() -> (&'static str, u8) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => ("SIGINT", 130),
+        () = term => ("SIGTERM", 143),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Dropping the command on a signal kills the DAG runner and removes the run's scratch
+    // directory; the run's state keeps this process as its owner, so `status` says interrupted.
+    tokio::select! {
+        result = command(cli.command) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", report(&e));
+                ExitCode::FAILURE
+            }
+        },
+        (name, status) = signalled() => {
+            eprintln!("error: interrupted by {name}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// Opens the run location and checks that it answers.
+async fn open_fs(spec: &JobSpec) -> Result<RunFs> {
+    let fs = RunFs::open(&spec.base).with_context(|| format!("opening {}", spec.base))?;
+    fs.check(spec.timeouts.hdfs()).await?;
+    Ok(fs)
+}
+
+async fn connect(spec: &JobSpec, stores: &[StoreRef], bars: &Bars) -> Result<Link> {
+    let started = Instant::now();
+    bars.phase("connect", &spec.hub);
+    let link = Link::open(&spec.hub, &spec.token()?, stores, spec.timeouts.hub()).await?;
+    bars.done("connect", started.elapsed().as_secs_f64());
+    Ok(link)
+}
+
+/// The seconds of every phase, in run order: `snapshot 0.40s (export 0.10s, hdfs-write 0.30s)`.
+fn timings(seconds: &BTreeMap<String, f64>) -> String {
+    const PHASES: &[(&str, &[&str])] = &[
+        ("connect", &[]),
+        ("snapshot", &["export", "hdfs-write"]),
+        ("tez", &[]),
+        ("write-back", &["output-parse", "push"]),
+    ];
+    let mut out = Vec::new();
+    for (phase, parts) in PHASES {
+        let Some(total) = seconds.get(*phase) else { continue };
+        let parts: Vec<String> = parts.iter().filter_map(|p| seconds.get(*p).map(|s| format!("{p} {s:.2}s"))).collect();
+        if parts.is_empty() {
+            out.push(format!("{phase} {total:.2}s"));
+        } else {
+            out.push(format!("{phase} {total:.2}s ({})", parts.join(", ")));
+        }
+    }
+    out.join(", ")
+}
+
+async fn command(command: Command) -> Result<()> {
+    match command {
         Command::Snapshot { hub, token, db, store, to, job, run: run_id, incremental } => {
             let spec = JobSpec {
                 name: job,
@@ -104,27 +222,29 @@ async fn main() -> Result<()> {
                 incremental,
                 dag: DagSpec::Enrich { fields: Default::default() },
                 tez: TezSpec::default(),
+                timeouts: Timeouts::default(),
             };
             spec.validate()?;
-            let fs = RunFs::open(&spec.base)?;
+            let fs = open_fs(&spec).await?;
             let (source, _) = run::stores(&spec);
             let bars = Bars::new();
-            bars.phase("connect", &spec.hub);
-            let link = Link::open(&spec.hub, &spec.token()?, &[source]).await?;
+            let link = connect(&spec, &[source], &bars).await?;
             let run_id = run_id.unwrap_or_else(fresh_run_id);
             let state = run::snapshot(&fs, &spec, &link, &run_id, &bars).await?;
-            bars.bar.finish_and_clear();
+            bars.finish();
             println!("{}", serde_json::to_string(&state)?);
             link.close().await;
         }
         Command::Run { job, run: run_id } => {
+            scratch::sweep();
             let spec = JobSpec::load(&job)?;
-            let fs = RunFs::open(&spec.base).with_context(|| format!("opening {}", spec.base))?;
+            let fs = open_fs(&spec).await?;
             let (source, results) = run::stores(&spec);
             let bars = Bars::new();
-            bars.phase("connect", &spec.hub);
             let stores: Vec<_> = std::iter::once(source).chain(results).collect();
-            let link = Link::open(&spec.hub, &spec.token()?, &stores).await?;
+            let connect_started = Instant::now();
+            let link = connect(&spec, &stores, &bars).await?;
+            let connect_secs = connect_started.elapsed().as_secs_f64();
             let existing = match &run_id {
                 Some(id) => run::runs(&fs, &spec.name).await?.into_iter().find(|r| &r.run == id),
                 None => None,
@@ -137,31 +257,56 @@ async fn main() -> Result<()> {
                 }
             };
             let result = run::tez_and_write_back(&fs, &spec, &link, state, &bars).await;
-            bars.bar.finish_and_clear();
+            bars.finish();
             link.close().await;
-            let state = result?;
-            let secs = |k: &str| state.seconds.get(k).copied().unwrap_or(0.0);
+            let mut state = result?;
+            state.seconds.insert("connect".into(), connect_secs);
             println!(
-                "run {}: {} records in, {} results out, {} changes written; snapshot {:.2}s, tez {:.2}s, write-back {:.2}s",
+                "run {}: {} records in, {} results out, {} changes written; {}",
                 state.run,
                 state.records_in,
                 state.results_out.unwrap_or(0),
                 state.changes_written.unwrap_or(0),
-                secs("snapshot"),
-                secs("tez"),
-                secs("write-back"),
+                timings(&state.seconds),
             );
         }
         Command::Status { job } => {
+            scratch::sweep();
             let spec = JobSpec::load(&job)?;
-            let fs = RunFs::open(&spec.base)?;
+            let fs = open_fs(&spec).await?;
             for r in run::runs(&fs, &spec.name).await? {
-                let phase = serde_json::to_value(r.phase)?;
-                let phase = phase.as_str().unwrap_or("?").to_owned();
+                let phase = if r.interrupted() {
+                    "interrupted".to_owned()
+                } else {
+                    let phase = serde_json::to_value(r.phase)?;
+                    phase.as_str().unwrap_or("?").to_owned()
+                };
                 let error = r.error.map(|e| format!("  error: {e}")).unwrap_or_default();
                 println!("{}  {phase}  in={} out={} written={}{error}", r.run, r.records_in, r.results_out.unwrap_or(0), r.changes_written.unwrap_or(0));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_repeated_in_its_parent_is_printed_once() {
+        let io = std::io::Error::other("connection refused");
+        let e = anyhow::Error::new(io).context("hub: connection refused").context("opening the run");
+        assert_eq!(report(&e), "opening the run: hub: connection refused");
+    }
+
+    #[test]
+    fn timings_list_every_phase_in_order() {
+        let s: BTreeMap<String, f64> =
+            [("tez", 8.0), ("snapshot", 0.5), ("export", 0.1), ("hdfs-write", 0.4), ("connect", 0.01)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+        assert_eq!(timings(&s), "connect 0.01s, snapshot 0.50s (export 0.10s, hdfs-write 0.40s), tez 8.00s");
+    }
 }

@@ -26,6 +26,7 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.stream.Stream;
 
 /**
@@ -44,15 +45,24 @@ public final class DagRunner {
       "core-site.xml", "hdfs-site.xml", "yarn-site.xml", "mapred-site.xml", "tez-site.xml"
   };
 
-  private String state = "NOT_SUBMITTED";
-  private File tempDir;
+  private volatile String state = "NOT_SUBMITTED";
+  private volatile File tempDir;
+  /** On YARN, the submitted DAG: killed if the parent goes away while it runs. */
+  private volatile DAGClient yarnDag;
+  private final AtomicBoolean ending = new AtomicBoolean();
+  private final PrintStream stdout;
+  private final long start;
+
+  private DagRunner(PrintStream stdout, long start) {
+    this.stdout = stdout;
+    this.start = start;
+  }
 
   public static void main(String[] argv) {
     PrintStream stdout = System.out;
     // Libraries occasionally print to System.out; keep stdout for the status line only.
     System.setOut(System.err);
-    long start = System.nanoTime();
-    DagRunner runner = new DagRunner();
+    DagRunner runner = new DagRunner(stdout, System.nanoTime());
     int code;
     try {
       code = runner.run(argv);
@@ -70,15 +80,48 @@ public final class DagRunner {
         System.err.println("DagRunner: " + hint);
       }
       code = EXIT_ERROR;
-    } finally {
-      runner.deleteTempDir();
     }
+    runner.end(code);
+  }
+
+  /**
+   * The one way out, whichever thread gets here first: deletes the scratch space, prints the
+   * status line and halts. Tez and Hadoop leave non-daemon threads behind, hence the halt (which
+   * runs no shutdown hooks and no deleteOnExit: the bridge points java.io.tmpdir at a directory
+   * it removes).
+   */
+  private void end(int code) {
+    if (!ending.compareAndSet(false, true)) {
+      // The other thread is ending the process; its halt stops this one too.
+      while (true) {
+        try {
+          Thread.sleep(Long.MAX_VALUE);
+        } catch (InterruptedException e) {
+          // Keep waiting for the halt.
+        }
+      }
+    }
+    deleteTempDir();
     double seconds = (System.nanoTime() - start) / 1e9;
     System.err.flush();
-    stdout.println(String.format(Locale.ROOT, "DAG_STATUS %s %.3f", runner.state, seconds));
+    stdout.println(String.format(Locale.ROOT, "DAG_STATUS %s %.3f", state, seconds));
     stdout.flush();
-    // Tez and Hadoop leave non-daemon threads behind; exit explicitly.
     Runtime.getRuntime().halt(code);
+  }
+
+  /** The parent is gone (stdin closed): kill the DAG if it runs on YARN, clean up, exit 1. */
+  private void abandon() {
+    System.err.println("DagRunner: stdin closed (the bridge is gone); stopping");
+    DAGClient dag = yarnDag;
+    if (dag != null) {
+      try {
+        dag.tryKillDAG();
+      } catch (Exception e) {
+        System.err.println("DagRunner: could not kill the DAG: " + e);
+      }
+    }
+    state = "KILLED";
+    end(EXIT_ERROR);
   }
 
   /** A problem with the request itself (arguments, expressions, paths): exit 2, no DAG. */
@@ -115,6 +158,9 @@ public final class DagRunner {
       }
     } catch (IllegalArgumentException e) {
       throw new UsageException(e.getMessage(), true);
+    }
+    if (args.exitOnStdinEof) {
+      StdinWatcher.watch(System.in, this::abandon);
     }
 
     TezConfiguration conf = args.tezConfDir == null ? localConf(args) : yarnConf(args);
@@ -162,8 +208,10 @@ public final class DagRunner {
           }
         }, "kill-dag-on-exit");
         Runtime.getRuntime().addShutdownHook(killOnExit);
+        yarnDag = dagClient;
       }
       DAGStatus status = dagClient.waitForCompletion();
+      yarnDag = null;
       if (killOnExit != null) {
         Runtime.getRuntime().removeShutdownHook(killOnExit);
       }

@@ -27,6 +27,8 @@ final class RunnerArgs {
       "  --staging-dir PATH    Tez staging directory (default: a fresh local temp dir in",
       "                        local mode, deleted at exit)",
       "  --overwrite           delete the output directory first if it exists",
+      "  --exit-on-stdin-eof   stop (kill the DAG, clean up, exit 1) when stdin reaches",
+      "                        end-of-file: the parent holding the pipe is gone",
       "  --conf KEY=VALUE      extra Hadoop/Tez configuration; may repeat",
       "  --tez-conf-dir DIR    submit to YARN using DIR/{core,hdfs,yarn,mapred,tez}-site.xml",
       "                        instead of running in local mode",
@@ -48,6 +50,7 @@ final class RunnerArgs {
   int reducers = 1;
   String stagingDir;
   boolean overwrite;
+  boolean exitOnStdinEof;
   final List<String[]> conf = new ArrayList<>();
   String tezConfDir;
   boolean help;
@@ -74,6 +77,12 @@ final class RunnerArgs {
             throw new IllegalArgumentException("--overwrite takes no value");
           }
           a.overwrite = true;
+          continue;
+        case "--exit-on-stdin-eof":
+          if (val != null) {
+            throw new IllegalArgumentException("--exit-on-stdin-eof takes no value");
+          }
+          a.exitOnStdinEof = true;
           continue;
         default:
           break;
