@@ -12,8 +12,9 @@ use tidepool_core::{Key, Record, StoreRef, Value, WriteBack, object};
 use tidepool_tez_bridge::fs::RunFs;
 use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec, Timeouts};
 use tidepool_tez_bridge::output::FieldResult;
-use tidepool_tez_bridge::{plan, run};
-use tidepool_tez_bridge::snapshot::{self, SnapshotId, SnapshotRecord};
+use tidepool_tez_bridge::plan;
+use tidepool_core::wire::ExportRecord;
+use tidepool_tez_bridge::snapshot::{self, SnapshotId, SnapshotRecord, SnapshotWriter};
 
 const RECORDS: usize = 100_000;
 
@@ -60,22 +61,30 @@ async fn bench(namenode: &str) {
         tez: TezSpec::default(),
         timeouts: Timeouts::default(),
     };
-    // Tidepool snapshot (JSON Lines encoding on one thread, overlapped with the write) and a raw
-    // hdfs-native write of the same bytes, interleaved three times; medians.
-    let lines = snapshot::build(&id, &snaps, None).lines;
-    let bytes: usize = lines.iter().map(Bytes::len).sum();
+    // The bridge's side of a snapshot (export records, as the hub sends them, turned into lines
+    // and manifest entries and written) and a raw hdfs-native write of the same bytes,
+    // interleaved three times; medians. The hub's export itself is not in this figure.
+    let exported: Vec<ExportRecord> = snaps.iter().map(|s| s.export_record().expect("key")).collect();
+    let lines = Bytes::from(snapshot::build(&id, &snaps, None).expect("snapshot").lines);
+    let bytes = lines.len();
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        let input = snaps.clone();
         let t = Instant::now();
-        let manifest = run::write_lines(&fs, &format!("snap{round}/part-00000.jsonl"), &job, "r", None, input, None)
-            .await
-            .expect("snapshot");
+        let mut writer = SnapshotWriter::new(None);
+        let (mut chunk, mut docs, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &exported {
+            writer.add(r, &mut chunk, &mut docs).expect("line");
+            if chunk.len() >= 1 << 20 {
+                chunks.push(Bytes::from(std::mem::take(&mut chunk)));
+            }
+        }
+        chunks.push(Bytes::from(chunk));
+        fs.write(&format!("snap{round}/part-00000.jsonl"), chunks).await.expect("write");
         ours.push(t.elapsed().as_secs_f64());
-        assert_eq!(manifest.records, RECORDS);
+        assert_eq!(writer.records, RECORDS);
 
         let t = Instant::now();
-        fs.write(&format!("raw{round}/part-00000.jsonl"), lines.clone()).await.expect("write");
+        fs.write(&format!("raw{round}/part-00000.jsonl"), [lines.clone()]).await.expect("write");
         raw.push(t.elapsed().as_secs_f64());
     }
     ours.sort_by(f64::total_cmp);
@@ -94,7 +103,7 @@ async fn bench(namenode: &str) {
     println!("summary tez local-mode aggregate DAG over {RECORDS} records: {:.1}s wall ({})", t.elapsed().as_secs_f64(), r.stdout.trim());
 
     // Write-back change generation for every record.
-    let heads: BTreeMap<_, _> = snaps.iter().map(|s| (s.doc, s.heads.clone())).collect();
+    let heads: std::collections::HashMap<_, _> = snaps.iter().map(|s| (s.doc, s.heads.clone())).collect();
     let results: Vec<FieldResult> = snaps
         .iter()
         .map(|s| FieldResult { doc: s.doc, key: s.key.clone(), fields: [("score".to_owned(), Value::Int(1))].into() })

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use thiserror::Error;
-use tidepool_core::wire::{Cursor, ErrorCode};
+use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage};
+use tidepool_core::automerge::ActorId;
+use tidepool_core::wire::{Cursor, DocRef, ErrorCode};
 use tidepool_core::{DocId, Record, StoreRef};
-use tidepool_client::{ChangeState, Client, ClientError, ClientOptions};
 
+use crate::output::FieldResult;
 use crate::plan::PlannedChange;
 use crate::run::Progress;
 
@@ -19,6 +21,8 @@ pub const PROGRESS_EVERY: usize = 10_000;
 pub enum LinkError {
     #[error("hub: {0}")]
     Client(#[from] ClientError),
+    #[error("document {doc} fetched from the hub: {detail}")]
+    Fetched { doc: DocId, detail: String },
     /// The hub refused a write-back change; `detail` is the hub's reason.
     #[error("the hub refused the write-back to {store} ({detail}){hint}", hint = refusal_hint(*code, store))]
     Refused { store: StoreRef, code: Option<ErrorCode>, detail: String },
@@ -71,19 +75,62 @@ impl Link {
             }
         }
         for (n, (id, store)) in ids.iter().enumerate() {
-            match self.client.wait_acked(*id, HUB_TIMEOUT).await? {
-                ChangeState::Acked => {}
-                state => {
-                    let (code, detail) = match self.client.refusal_of(*id) {
-                        Some((code, detail)) => (Some(code), format!("{code:?}: {detail}")),
-                        None => (None, format!("change {id} is {state:?}")),
-                    };
-                    return Err(LinkError::Refused { store: (*store).clone(), code, detail });
-                }
-            }
+            self.acked(*id, store).await?;
             if (n + 1) % PROGRESS_EVERY == 0 {
                 progress.count("write-back", n + 1, ids.len());
             }
+        }
+        Ok(ids.len())
+    }
+
+    /// Waits for the hub's acknowledgement of one change; a refusal names the store and the
+    /// hub's reason.
+    async fn acked(&self, id: u64, store: &StoreRef) -> Result<(), LinkError> {
+        match self.client.wait_acked(id, HUB_TIMEOUT).await? {
+            ChangeState::Acked => Ok(()),
+            state => {
+                let (code, detail) = match self.client.refusal_of(id) {
+                    Some((code, detail)) => (Some(code), format!("{code:?}: {detail}")),
+                    None => (None, format!("change {id} is {state:?}")),
+                };
+                Err(LinkError::Refused { store: store.clone(), code, detail })
+            }
+        }
+    }
+
+    /// The next page of an export of `store` (`export: None` opens one at the hub's current cut).
+    pub async fn export_page(&self, store: &StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32) -> Result<ExportPage, LinkError> {
+        Ok(self.client.export_page(store, export, after, limit, HUB_TIMEOUT).await?)
+    }
+
+    /// The documents of `results`, fetched from the hub and loaded; a document the hub sends
+    /// that does not load is an error naming it.
+    pub async fn fetch(&self, store: &StoreRef, results: &[FieldResult]) -> Result<BTreeMap<DocId, Record>, LinkError> {
+        let mut wanted = Vec::with_capacity(results.len());
+        for r in results {
+            wanted.push(DocRef { doc: r.doc, key: r.key.encode().map_err(|e| LinkError::Fetched { doc: r.doc, detail: e.to_string() })? });
+        }
+        let docs = self.client.fetch(store, wanted, HUB_TIMEOUT).await?;
+        // The bridge never edits: write-back changes carry the run's own derived actor.
+        let actor = ActorId::from([0u8; 16]);
+        let mut out = BTreeMap::new();
+        for d in docs {
+            let record = Record::load(store, d.key, &d.payload, &actor)
+                .map_err(|e| LinkError::Fetched { doc: d.doc, detail: e.to_string() })?;
+            out.insert(d.doc, record);
+        }
+        Ok(out)
+    }
+
+    /// Sends changes without keeping their documents and waits until the hub acknowledged
+    /// every one; returns how many were sent.
+    pub async fn send(&self, changes: &[PlannedChange]) -> Result<usize, LinkError> {
+        let mut ids = Vec::with_capacity(changes.len());
+        for c in changes {
+            ids.push((self.client.send_change(&c.store, c.doc, &c.key, c.bytes.clone())?, &c.store));
+        }
+        for (id, store) in &ids {
+            self.acked(*id, store).await?;
         }
         Ok(ids.len())
     }

@@ -1,7 +1,7 @@
 //! Turning results into write-back changes: deterministic, on the snapshot's heads, validated
 //! against the snapshot before anything is sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
@@ -40,7 +40,7 @@ pub fn field_changes(
     wb: &WriteBack,
     store: &StoreRef,
     results: &[FieldResult],
-    heads: &BTreeMap<DocId, Vec<ChangeHash>>,
+    heads: &HashMap<DocId, Vec<ChangeHash>>,
     records: &mut BTreeMap<DocId, Record>,
 ) -> Result<Vec<PlannedChange>, PlanError> {
     let mut out = Vec::with_capacity(results.len());
@@ -111,7 +111,7 @@ mod tests {
         let store = StoreRef::new("app", "todos");
         let mut user = Record::new(&store, &Key::from("a"), &ActorId::from([1u8; 16])).unwrap();
         user.put(&object! { "title" => "x", "hours" => 2i64 }, 0).unwrap();
-        let heads: BTreeMap<_, _> = [(user.id(), user.heads())].into();
+        let heads: HashMap<_, _> = [(user.id(), user.heads())].into();
         user.put(&object! { "title" => "edited", "hours" => 2i64 }, 1).unwrap();
         let mut records: BTreeMap<_, _> = [(user.id(), user.clone())].into();
         let results = vec![FieldResult { doc: user.id(), key: Key::from("a"), fields: [("score".into(), Value::Int(4))].into() }];

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tidepool_core::automerge::ActorId;
-use tidepool_core::{StoreRef, WriteBack};
+use tidepool_core::{DocId, StoreRef, WriteBack};
 
 use crate::fs::{FsError, RunFs};
 use crate::job::{DagSpec, JobError, JobSpec};
@@ -31,7 +31,7 @@ use crate::link::{Link, LinkError};
 use crate::output::{self, OutputError};
 use crate::owner::Owner;
 use crate::plan::{self, PlanError, PlannedChange};
-use crate::snapshot::{self, Manifest, SnapshotId, SnapshotRecord};
+use crate::snapshot::{self, DocHeads, Manifest, ManifestDoc, SnapshotId, SnapshotWriter};
 use crate::tez::{self, TezError};
 
 /// Where a run stands.
@@ -80,6 +80,8 @@ pub enum RunError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("Tez: {0}")]
     Tez(#[from] TezError),
     #[error("Tez output: {0}")]
@@ -195,18 +197,16 @@ pub async fn snapshot(
         return Err(RunError::Exists(run.to_owned()));
     }
     let (source, _) = stores(job);
-    let (mut records, cursor) = link.records(&source);
-    let previous = if incremental(job) { latest_manifest(fs, &job.name).await? } else { None };
-    let snaps: Vec<SnapshotRecord> = records
-        .values_mut()
-        .filter_map(|r| SnapshotRecord::of(r).ok())
-        .collect();
-    let exported = started.elapsed().as_secs_f64();
-    progress.done("export", exported);
+    let previous = if incremental(job) { latest_heads(fs, &job.name).await? } else { None };
+    let since_run = previous.as_ref().map(|(run, _)| run.clone());
     let tmp = format!("{}/.tmp-{run}", job.name);
     fs.delete(&tmp).await?;
     fs.mkdirs(&format!("{tmp}/input")).await?;
-    let manifest = write_lines(fs, &format!("{tmp}/input/part-00000.jsonl"), job, run, cursor, snaps, previous).await?;
+    let (writer, cut) = export_to(fs, &tmp, link, &source, previous.map(|(_, heads)| heads), progress).await?;
+    let exported = started.elapsed().as_secs_f64();
+    progress.done("export", exported);
+    let id = SnapshotId { job: &job.name, run, db: &job.db, store: &job.store, cursor: cut };
+    let manifest = writer.manifest(&id, since_run);
     progress.phase("snapshot", &format!("{} records, {} deleted", manifest.records, manifest.deleted));
     write_json(fs, &format!("{tmp}/input/_manifest.json"), &manifest).await?;
     let mut state = RunState {
@@ -229,30 +229,58 @@ pub async fn snapshot(
     Ok(state)
 }
 
-/// Encodes the snapshot on a blocking thread while the chunks already encoded are written, so
-/// encoding and I/O overlap; returns the manifest.
-pub async fn write_lines(
+/// Records per export page.
+const EXPORT_PAGE: u32 = 2_000;
+/// Bytes gathered before a chunk goes to the file system.
+const CHUNK: usize = 1 << 20;
+
+/// Streams an export of `source` into the run's input: JSON lines to `input/part-00000.jsonl`
+/// and manifest entries to `input/_manifest_docs.jsonl`, each written while later pages are
+/// still being fetched. Memory holds a page and a chunk of each file, whatever the store's size.
+async fn export_to(
     fs: &RunFs,
-    rel: &str,
-    job: &JobSpec,
-    run: &str,
-    cursor: Option<tidepool_core::wire::Cursor>,
-    snaps: Vec<SnapshotRecord>,
-    previous: Option<Manifest>,
-) -> Result<Manifest, RunError> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let (name, run, db, store) = (job.name.clone(), run.to_owned(), job.db.clone(), job.store.clone());
-    let encoder = tokio::task::spawn_blocking(move || {
-        let id = SnapshotId { job: &name, run: &run, db: &db, store: &store, cursor };
-        // A closed channel means the writer failed; its error is the one reported.
-        snapshot::build_streaming(&id, &snaps, previous.as_ref(), |chunk| {
-            let _ = tx.blocking_send(chunk);
-        })
-    });
-    let written = fs.write_stream(rel, rx).await;
-    let manifest = encoder.await.map_err(|e| RunError::Corrupt { file: rel.into(), detail: format!("encoder: {e}") })?;
+    dir: &str,
+    link: &Link,
+    source: &StoreRef,
+    previous: Option<DocHeads>,
+    progress: &dyn Progress,
+) -> Result<(SnapshotWriter, Option<tidepool_core::wire::Cursor>), RunError> {
+    let (lines_tx, lines_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (docs_tx, docs_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let lines_rel = format!("{dir}/input/part-00000.jsonl");
+    let docs_rel = format!("{dir}/input/_manifest_docs.jsonl");
+    let writing = async { tokio::try_join!(fs.write_stream(&lines_rel, lines_rx), fs.write_stream(&docs_rel, docs_rx)) };
+    let exporting = async move {
+        let mut writer = SnapshotWriter::new(previous);
+        let (mut lines, mut docs) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
+        let (mut export, mut after) = (None, None);
+        loop {
+            let page = link.export_page(source, export, after, EXPORT_PAGE).await?;
+            export = Some(page.export);
+            let cut = Some(page.cut);
+            after = page.records.last().map(|r| r.doc).or(after);
+            for record in &page.records {
+                writer.add(record, &mut lines, &mut docs)?;
+            }
+            progress.count("export", writer.seen, 0);
+            for (buffer, tx) in [(&mut lines, &lines_tx), (&mut docs, &docs_tx)] {
+                if buffer.len() >= CHUNK || page.last {
+                    let chunk = Bytes::from(std::mem::replace(buffer, Vec::with_capacity(CHUNK)));
+                    // A closed channel means the writer failed; its error is the one reported.
+                    if tx.send(chunk).await.is_err() {
+                        return Ok((writer, cut));
+                    }
+                }
+            }
+            if page.last {
+                return Ok::<_, RunError>((writer, cut));
+            }
+        }
+    };
+    let (written, exported) = tokio::join!(writing, exporting);
+    let exported = exported?;
     written?;
-    Ok(manifest)
+    Ok(exported)
 }
 
 /// Whether the job's snapshots hold only what changed since its last written-back run.
@@ -274,24 +302,46 @@ pub struct Written {
     pub heads: BTreeMap<String, Vec<String>>,
 }
 
-/// The base of an incremental snapshot: the manifest of the newest run that was written back,
-/// with the heads its own write-back gave the documents it changed, so that the job's own
-/// results do not count as changes.
-async fn latest_manifest(fs: &RunFs, job: &str) -> Result<Option<Manifest>, RunError> {
+/// Heads per document of a run's snapshot: from `_manifest_docs.jsonl`, or from the manifest
+/// itself for runs written before the list had a file of its own.
+async fn snapshot_heads(fs: &RunFs, dir: &str) -> Result<DocHeads, RunError> {
+    let manifest: Manifest = read_json(fs, &format!("{dir}/input/_manifest.json")).await?;
+    if manifest.version < snapshot::MANIFEST_VERSION {
+        return Ok(manifest.docs.iter().filter_map(snapshot::entry_heads).collect());
+    }
+    let rel = format!("{dir}/input/_manifest_docs.jsonl");
+    let bytes = fs.read(&rel).await?;
+    let mut heads = DocHeads::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+        let entry: ManifestDoc = serde_json::from_slice(line)
+            .map_err(|e| RunError::Corrupt { file: rel.clone(), detail: format!("line {}: {e}", i + 1) })?;
+        let (doc, h) = snapshot::entry_heads(&entry)
+            .ok_or_else(|| RunError::Corrupt { file: rel.clone(), detail: format!("line {}: bad document id or heads", i + 1) })?;
+        heads.insert(doc, h);
+    }
+    Ok(heads)
+}
+
+/// The base of an incremental snapshot: the run id and the document heads of the newest run
+/// that was written back, with the heads its own write-back gave the documents it changed, so
+/// that the job's own results do not count as changes.
+async fn latest_heads(fs: &RunFs, job: &str) -> Result<Option<(String, DocHeads)>, RunError> {
     let done = runs(fs, job).await?.into_iter().rev().find(|r| r.phase == Phase::WrittenBack);
     let Some(run) = done else { return Ok(None) };
     let dir = format!("{job}/{}", run.run);
-    let mut manifest: Manifest = read_json(fs, &format!("{dir}/input/_manifest.json")).await?;
+    let mut heads = snapshot_heads(fs, &dir).await?;
     let written_rel = format!("{dir}/_written.json");
     if fs.exists(&written_rel).await? {
         let written: Written = read_json(fs, &written_rel).await?;
-        for doc in &mut manifest.docs {
-            if let Some(heads) = written.heads.get(&doc.doc) {
-                doc.heads.clone_from(heads);
+        for (doc, after) in written.heads {
+            let Some(doc) = DocId::from_hex(&doc) else { continue };
+            let after: Option<Vec<_>> = after.iter().map(|h| h.parse().ok()).collect();
+            if let (Some(after), Some(entry)) = (after, heads.get_mut(&doc)) {
+                *entry = after;
             }
         }
     }
-    Ok(Some(manifest))
+    Ok(Some((run.run, heads)))
 }
 
 /// Runs the job's DAG over a snapshotted run, then writes the results back. A failed DAG, a
@@ -379,7 +429,6 @@ async fn write_back(
 ) -> Result<(), RunError> {
     let started = Instant::now();
     let parts = read_output(fs, output_rel).await?;
-    let manifest: Manifest = read_json(fs, &format!("{}/input/_manifest.json", run_dir(&job.name, &state.run))).await?;
     let wb = WriteBack::new(&job.name, &state.run);
     let (source, results_store) = stores(job);
     let changes: Vec<PlannedChange> = match (&job.dag, results_store) {
@@ -400,25 +449,57 @@ async fn write_back(
                 results.extend(output::parse_fields(name, text)?);
             }
             state.results_out = Some(results.len());
-            let (mut records, _) = link.records(&source);
-            plan::field_changes(&wb, &source, &results, &manifest.heads(), &mut records)?
+            let heads = snapshot_heads(fs, &run_dir(&job.name, &state.run)).await?;
+            let parsed = started.elapsed().as_secs_f64();
+            progress.done("output-parse", parsed);
+            let (written, heads) = write_fields(link, &wb, &source, &results, &heads, progress).await?;
+            write_json(fs, &format!("{}/_written.json", run_dir(&job.name, &state.run)), &Written { heads }).await?;
+            state.changes_written = Some(written);
+            let total = started.elapsed().as_secs_f64();
+            state.seconds.extend([("write-back".into(), total), ("output-parse".into(), parsed), ("push".into(), total - parsed)]);
+            progress.done("push", total - parsed);
+            return Ok(());
         }
     };
     let parsed = started.elapsed().as_secs_f64();
     progress.done("output-parse", parsed);
     progress.phase("write-back", &format!("{} changes from {} results", changes.len(), state.results_out.unwrap_or(0)));
     let written = link.push(&changes, progress).await?;
-    let heads = changes
-        .iter()
-        .filter(|c| c.store == source)
-        .map(|c| (c.doc.to_hex(), vec![c.hash.to_string()]))
-        .collect();
+    let heads = BTreeMap::new();
     write_json(fs, &format!("{}/_written.json", run_dir(&job.name, &state.run)), &Written { heads }).await?;
     state.changes_written = Some(written);
     let total = started.elapsed().as_secs_f64();
     state.seconds.extend([("write-back".into(), total), ("output-parse".into(), parsed), ("push".into(), total - parsed)]);
     progress.done("push", total - parsed);
     Ok(())
+}
+
+/// Results per write-back batch: the documents fetched for one batch are all memory holds.
+const WRITE_BACK_BATCH: usize = 1_000;
+
+/// Field results onto the snapshotted records, a batch at a time: the batch's documents are
+/// fetched from the hub, the changes built on the snapshot heads and sent. Changes the hub
+/// already has (a run written back before) are not sent again. Returns how many were sent and
+/// the heads each changed document has after its change.
+async fn write_fields(
+    link: &Link,
+    wb: &WriteBack,
+    source: &StoreRef,
+    results: &[output::FieldResult],
+    heads: &DocHeads,
+    progress: &dyn Progress,
+) -> Result<(usize, BTreeMap<String, Vec<String>>), RunError> {
+    let mut sent = 0;
+    let mut after = BTreeMap::new();
+    for (n, batch) in results.chunks(WRITE_BACK_BATCH).enumerate() {
+        let mut records = link.fetch(source, batch).await?;
+        let mut changes = plan::field_changes(wb, source, batch, heads, &mut records)?;
+        after.extend(changes.iter().map(|c| (c.doc.to_hex(), vec![c.hash.to_string()])));
+        changes.retain_mut(|c| records.get_mut(&c.doc).is_none_or(|r| !r.has_change(&c.hash)));
+        sent += link.send(&changes).await?;
+        progress.count("write-back", (n * WRITE_BACK_BATCH + batch.len()).min(results.len()), results.len());
+    }
+    Ok((sent, after))
 }
 
 #[cfg(test)]

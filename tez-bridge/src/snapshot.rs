@@ -1,14 +1,31 @@
 //! Snapshots: records as JSON Lines for Tez, and the manifest that makes the snapshot consistent
 //! (every document's heads, the hub cursor, counts, the run id).
+//!
+//! A snapshot is built from the pages of a hub export as they arrive ([`SnapshotWriter`]): the
+//! value of each record comes as JSON from the hub, so a line is assembled, not re-encoded, and
+//! neither the records nor the manifest's document list are ever held whole (the list streams to
+//! `_manifest_docs.jsonl`).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
-use tidepool_core::wire::Cursor;
-use tidepool_core::{DocId, Key, Record, RecordError, Value};
+use tidepool_core::wire::{Cursor, ExportRecord};
+use tidepool_core::{DocId, Key, KeyError, Record, RecordError, Value};
 use tidepool_json::{JsonKey, JsonValue, key_to_json};
+
+/// Heads per document: what a snapshot saw, or what its write-back left.
+pub type DocHeads = HashMap<DocId, Vec<ChangeHash>>;
+
+/// An export record that cannot become a snapshot line.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("document {doc}: key does not decode: {source}")]
+    Key { doc: DocId, source: KeyError },
+    #[error("document {doc}: the hub's value is not JSON: {detail}")]
+    Value { doc: DocId, detail: String },
+}
 
 /// One record as the snapshot saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,38 +48,15 @@ impl SnapshotRecord {
         })
     }
 
-    /// The record's JSON line (without the newline); `None` for deleted records.
-    pub fn json_line(&self) -> Option<String> {
-        let mut out = Vec::new();
-        self.write_json_line(&mut out, &self.heads_hex()).then_some(())?;
-        String::from_utf8(out).ok()
+    /// The record as a hub export carries it (value in Tidepool's JSON mapping).
+    pub fn export_record(&self) -> Result<ExportRecord, KeyError> {
+        Ok(ExportRecord {
+            doc: self.doc,
+            key: self.key.encode()?,
+            heads: self.heads.iter().map(|h| h.0).collect(),
+            value: self.value.as_ref().and_then(|v| serde_json::to_vec(&JsonValue(v)).ok()),
+        })
     }
-
-    fn heads_hex(&self) -> Vec<String> {
-        self.heads.iter().map(|h| h.to_string()).collect()
-    }
-
-    /// Appends the record's JSON line and a newline; false (and nothing written) for deleted
-    /// records.
-    fn write_json_line(&self, out: &mut Vec<u8>, heads: &[String]) -> bool {
-        let Some(value) = &self.value else { return false };
-        let line = Line { key: JsonKey(&self.key), doc: self.doc.to_hex(), heads, value: JsonValue(value) };
-        // Serializing into a Vec cannot fail: no I/O, and every map key is a string.
-        if serde_json::to_writer(&mut *out, &line).is_err() {
-            return false;
-        }
-        out.push(b'\n');
-        true
-    }
-}
-
-/// A snapshot line: `{"key", "doc", "heads", "value"}`.
-#[derive(Serialize)]
-struct Line<'a> {
-    key: JsonKey<'a>,
-    doc: String,
-    heads: &'a [String],
-    value: JsonValue<'a>,
 }
 
 /// One document's entry in the manifest.
@@ -78,7 +72,8 @@ pub struct ManifestDoc {
     pub unchanged: bool,
 }
 
-/// What a snapshot holds, written beside its input as `manifest.json`.
+/// What a snapshot holds, written beside its input as `_manifest.json`. Version 2 lists its
+/// documents in `_manifest_docs.jsonl` (one [`ManifestDoc`] per line) instead of `docs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
@@ -94,28 +89,111 @@ pub struct Manifest {
     /// For an incremental snapshot, the run it continues from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub docs: Vec<ManifestDoc>,
 }
 
-impl Manifest {
-    /// Heads per document, parsed.
-    pub fn heads(&self) -> BTreeMap<DocId, Vec<ChangeHash>> {
-        self.docs
-            .iter()
-            .filter_map(|d| {
-                let id = DocId::from_hex(&d.doc)?;
-                let heads: Option<Vec<ChangeHash>> = d.heads.iter().map(|h| h.parse().ok()).collect();
-                Some((id, heads?))
-            })
-            .collect()
+/// The manifest version [`SnapshotWriter`] writes.
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// Parses one manifest entry's document id and heads.
+pub fn entry_heads(d: &ManifestDoc) -> Option<(DocId, Vec<ChangeHash>)> {
+    let id = DocId::from_hex(&d.doc)?;
+    let heads: Option<Vec<ChangeHash>> = d.heads.iter().map(|h| h.parse().ok()).collect();
+    Some((id, heads?))
+}
+
+/// Builds a snapshot from export records, in the order they come: a JSON line per record that
+/// exists (and changed since `previous`, for an incremental snapshot), a manifest line per
+/// document.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    previous: Option<DocHeads>,
+    pub records: usize,
+    pub deleted: usize,
+    pub seen: usize,
+}
+
+impl SnapshotWriter {
+    pub fn new(previous: Option<DocHeads>) -> Self {
+        SnapshotWriter { previous, records: 0, deleted: 0, seen: 0 }
+    }
+
+    /// Appends the record's line to `lines` (if it exists and changed) and its manifest entry
+    /// to `docs`.
+    pub fn add(&mut self, r: &ExportRecord, lines: &mut Vec<u8>, docs: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        self.seen += 1;
+        let key = Key::decode(&r.key).map_err(|source| SnapshotError::Key { doc: r.doc, source })?;
+        let heads: Vec<ChangeHash> = r.heads.iter().map(|h| ChangeHash(*h)).collect();
+        let hex: Vec<String> = heads.iter().map(ToString::to_string).collect();
+        let before = self.previous.as_ref().and_then(|p| p.get(&r.doc));
+        let deleted = r.value.is_none();
+        let entry = |deleted, unchanged| ManifestDoc { doc: r.doc.to_hex(), key: key_to_json(&key), heads: hex.clone(), deleted, unchanged };
+        let write_entry = |docs: &mut Vec<u8>, e: &ManifestDoc| {
+            // Serializing into a Vec cannot fail: no I/O, and every map key is a string.
+            let _ = serde_json::to_writer(&mut *docs, e);
+            docs.push(b'\n');
+        };
+        if before == Some(&heads) {
+            write_entry(docs, &entry(deleted, true));
+            return Ok(());
+        }
+        match &r.value {
+            None if self.previous.is_some() && before.is_none() => {
+                // Deleted before the previous snapshot ever saw it: nothing to tell.
+                return Ok(());
+            }
+            None => self.deleted += 1,
+            Some(value) => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(value)
+                    .map_err(|e| SnapshotError::Value { doc: r.doc, detail: e.to_string() })?;
+                lines.extend_from_slice(b"{\"key\":");
+                let _ = serde_json::to_writer(&mut *lines, &JsonKey(&key));
+                lines.extend_from_slice(b",\"doc\":\"");
+                lines.extend_from_slice(r.doc.to_hex().as_bytes());
+                lines.extend_from_slice(b"\",\"heads\":");
+                let _ = serde_json::to_writer(&mut *lines, &hex);
+                lines.extend_from_slice(b",\"value\":");
+                lines.extend_from_slice(value);
+                lines.extend_from_slice(b"}\n");
+                self.records += 1;
+            }
+        }
+        write_entry(docs, &entry(deleted, false));
+        Ok(())
+    }
+
+    /// The manifest's header, once every record was added.
+    pub fn manifest(&self, id: &SnapshotId<'_>, since_run: Option<String>) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            job: id.job.to_owned(),
+            run: id.run.to_owned(),
+            db: id.db.to_owned(),
+            store: id.store.to_owned(),
+            hub_epoch: id.cursor.map(|c| hex::encode(c.epoch)).unwrap_or_default(),
+            hub_seq: id.cursor.map_or(0, |c| c.seq),
+            records: self.records,
+            deleted: self.deleted,
+            since_run,
+            docs: Vec::new(),
+        }
     }
 }
 
-/// A snapshot ready to write: JSON Lines and manifest.
+/// A snapshot built in memory (tests and benchmarks): JSON Lines, manifest entries, header.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub lines: Vec<Bytes>,
+    pub lines: Vec<u8>,
+    pub docs: Vec<ManifestDoc>,
     pub manifest: Manifest,
+}
+
+impl Snapshot {
+    /// Heads per document, as the next incremental snapshot takes them.
+    pub fn heads(&self) -> DocHeads {
+        self.docs.iter().filter_map(entry_heads).collect()
+    }
 }
 
 /// Identifies the snapshot being built.
@@ -128,71 +206,21 @@ pub struct SnapshotId<'a> {
     pub cursor: Option<Cursor>,
 }
 
-/// Builds a snapshot. With `previous` (an incremental snapshot), records whose heads equal the
-/// previous manifest's are left out, and records deleted since are listed as deleted.
-pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<&Manifest>) -> Snapshot {
-    let mut lines = Vec::new();
-    let manifest = build_streaming(id, records, previous, |chunk| lines.push(chunk));
-    Snapshot { lines, manifest }
-}
-
-/// As [`build`], handing each ~1 MiB chunk of lines to `sink` as soon as it is full, so the
-/// caller can write chunks while later ones are still being encoded.
-pub fn build_streaming(
-    id: &SnapshotId<'_>,
-    records: &[SnapshotRecord],
-    previous: Option<&Manifest>,
-    mut sink: impl FnMut(Bytes),
-) -> Manifest {
-    let before = previous.map(Manifest::heads).unwrap_or_default();
-    let mut docs = Vec::new();
-    let (mut live, mut deleted) = (0, 0);
-    // Lines are written in chunks of ~1 MiB so big snapshots stream to HDFS.
-    let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
+/// Builds a snapshot of in-memory records through [`SnapshotWriter`].
+pub fn build(id: &SnapshotId<'_>, records: &[SnapshotRecord], previous: Option<DocHeads>) -> Result<Snapshot, SnapshotError> {
+    let since = previous.is_some().then(|| "previous".to_owned());
+    let mut writer = SnapshotWriter::new(previous);
+    let (mut lines, mut docs) = (Vec::new(), Vec::new());
     for r in records {
-        let heads = r.heads_hex();
-        let entry = |deleted, unchanged| ManifestDoc {
-            doc: r.doc.to_hex(),
-            key: key_to_json(&r.key),
-            heads: heads.clone(),
-            deleted,
-            unchanged,
-        };
-        let is_deleted = r.value.is_none();
-        if before.get(&r.doc) == Some(&r.heads) {
-            docs.push(entry(is_deleted, true));
-            continue;
-        }
-        if is_deleted && previous.is_some() && !before.contains_key(&r.doc) {
-            // Deleted before the previous snapshot ever saw it: nothing to tell.
-            continue;
-        }
-        if r.write_json_line(&mut chunk, &heads) {
-            live += 1;
-            if chunk.len() >= 1 << 20 {
-                sink(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(1 << 20))));
-            }
-        } else {
-            deleted += 1;
-        }
-        docs.push(entry(is_deleted, false));
+        let export = r.export_record().map_err(|source| SnapshotError::Key { doc: r.doc, source })?;
+        writer.add(&export, &mut lines, &mut docs)?;
     }
-    if !chunk.is_empty() {
-        sink(Bytes::from(chunk));
-    }
-    Manifest {
-        version: 1,
-        job: id.job.to_owned(),
-        run: id.run.to_owned(),
-        db: id.db.to_owned(),
-        store: id.store.to_owned(),
-        hub_epoch: id.cursor.map(|c| hex::encode(c.epoch)).unwrap_or_default(),
-        hub_seq: id.cursor.map_or(0, |c| c.seq),
-        records: live,
-        deleted,
-        since_run: previous.map(|p| p.run.clone()),
-        docs,
-    }
+    let docs = docs
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    Ok(Snapshot { lines, docs, manifest: writer.manifest(id, since) })
 }
 
 #[cfg(test)]
@@ -218,32 +246,43 @@ mod tests {
     #[test]
     fn records_become_json_lines_and_manifest() {
         let records = vec![rec("a", Some(object! { "n" => 1i64 })), rec("b", None)];
-        let snap = build(&id(), &records, None);
-        let text: String = snap.lines.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect();
+        let snap = build(&id(), &records, None).unwrap();
+        let text = String::from_utf8(snap.lines.clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(line["key"], json!("a"));
         assert_eq!(line["value"], json!({"n": 1}));
         assert_eq!(line["doc"], json!(records[0].doc.to_hex()));
+        assert_eq!(line["heads"], json!(records[0].heads.iter().map(ToString::to_string).collect::<Vec<_>>()));
         assert_eq!(text.lines().count(), 1);
         assert_eq!((snap.manifest.records, snap.manifest.deleted, snap.manifest.hub_seq), (1, 1, 7));
-        assert_eq!(snap.manifest.heads()[&records[0].doc], records[0].heads);
+        assert_eq!(snap.heads()[&records[0].doc], records[0].heads);
+        assert_eq!(snap.docs.len(), 2);
     }
 
     #[test]
     fn incremental_keeps_only_changes_and_deletions() {
         let a = rec("a", Some(object! { "n" => 1i64 }));
         let b = rec("b", Some(object! { "n" => 2i64 }));
-        let first = build(&id(), &[a.clone(), b.clone()], None);
+        let first = build(&id(), &[a.clone(), b.clone()], None).unwrap();
         let a2 = rec("a", Some(object! { "n" => 5i64 }));
         let mut b_deleted = b.clone();
         b_deleted.value = None;
         b_deleted.heads = a2.heads.clone();
         let c_gone = rec("c", None);
-        let second = build(&id(), &[a2, b_deleted, c_gone], Some(&first.manifest));
+        let second = build(&id(), &[a2, b_deleted, c_gone], Some(first.heads())).unwrap();
         assert_eq!((second.manifest.records, second.manifest.deleted), (1, 1));
-        assert_eq!(second.manifest.since_run.as_deref(), Some("r1"));
-        let unchanged = build(&id(), &[a, b], Some(&first.manifest));
+        assert!(second.manifest.since_run.is_some());
+        let unchanged = build(&id(), &[a, b], Some(first.heads())).unwrap();
         assert_eq!(unchanged.manifest.records, 0);
-        assert!(unchanged.manifest.docs.iter().all(|d| d.unchanged));
+        assert!(unchanged.docs.iter().all(|d| d.unchanged));
+    }
+
+    #[test]
+    fn a_value_that_is_not_json_is_refused() {
+        let mut export = rec("a", Some(object! { "n" => 1i64 })).export_record().unwrap();
+        export.value = Some(b"{not json".to_vec());
+        let mut writer = SnapshotWriter::new(None);
+        let err = writer.add(&export, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
     }
 }

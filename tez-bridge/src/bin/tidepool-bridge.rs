@@ -226,9 +226,9 @@ async fn command(command: Command) -> Result<()> {
             };
             spec.validate()?;
             let fs = open_fs(&spec).await?;
-            let (source, _) = run::stores(&spec);
             let bars = Bars::new();
-            let link = connect(&spec, &[source], &bars).await?;
+            // A snapshot reads the store through an export: the bridge holds no replica.
+            let link = connect(&spec, &[], &bars).await?;
             let run_id = run_id.unwrap_or_else(fresh_run_id);
             let state = run::snapshot(&fs, &spec, &link, &run_id, &bars).await?;
             bars.finish();
@@ -239,9 +239,11 @@ async fn command(command: Command) -> Result<()> {
             scratch::sweep();
             let spec = JobSpec::load(&job)?;
             let fs = open_fs(&spec).await?;
-            let (source, results) = run::stores(&spec);
+            let (_, results) = run::stores(&spec);
             let bars = Bars::new();
-            let stores: Vec<_> = std::iter::once(source).chain(results).collect();
+            // Only an aggregate's results store (one record per group) is followed; the source
+            // store is exported and fetched in pages, never held.
+            let stores: Vec<_> = results.into_iter().collect();
             let connect_started = Instant::now();
             let link = connect(&spec, &stores, &bars).await?;
             let connect_secs = connect_started.elapsed().as_secs_f64();
