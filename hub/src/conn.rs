@@ -90,6 +90,8 @@ pub fn close_status(reason: Option<ErrorCode>) -> u16 {
         | ErrorCode::CorruptData
         | ErrorCode::Foreign
         | ErrorCode::ProtocolViolation => close_code::POLICY,
+        // Never a reason to close (the peer opens a new export), but a close must have a status.
+        ErrorCode::UnknownExport => close_code::NORMAL,
     }
 }
 
@@ -104,6 +106,7 @@ fn close_reason(reason: Option<ErrorCode>, authenticated: bool) -> &'static str 
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::CorruptData => "corrupt data",
         ErrorCode::Foreign => "not a Tidepool document",
+        ErrorCode::UnknownExport => "unknown export",
         ErrorCode::TooManyDocs => "too many documents",
         ErrorCode::Overloaded => "overloaded; retry later",
         ErrorCode::ProtocolViolation => "protocol violation",

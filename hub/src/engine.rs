@@ -18,7 +18,12 @@ use tidepool_core::sync::{Authorizer, ConnId, Effect, Hub, HubConfig, HubError, 
 use tidepool_core::wire::ErrorCode;
 
 use crate::metrics::Metrics;
-use crate::storage::{Backend, Storage};
+use crate::storage::{Backend, Storage, StorageError};
+
+/// Whether core gave up on a frame because every export place of the hub is taken.
+fn too_many_exports(e: &HubError) -> bool {
+    matches!(e.0.downcast_ref::<StorageError>(), Some(StorageError::TooManyExports(_)))
+}
 
 /// Something a connection did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +120,18 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                                 Err(e) => failure = Some(e.to_string()),
                             }
                         }
+                        Err(e) if too_many_exports(&e) => {
+                            // A full house is a refusal, as core's own per-connection limit is,
+                            // not a storage failure: the rest of the batch goes on.
+                            if let Err(e) = self.hub.store_mut().end_frame(false) {
+                                failure = Some(e.to_string());
+                                continue;
+                            }
+                            tracing::debug!(conn, error = %e, "export refused");
+                            self.metrics.error(ErrorCode::Overloaded);
+                            let frame = Hub::<Storage<B>, A>::error_frame(ErrorCode::Overloaded, &e.to_string());
+                            deliveries.push(Delivery::Frame { to: conn, frame: Arc::new(frame), fanout: false });
+                        }
                         Err(e) => failure = Some(e.to_string()),
                     }
                 }
@@ -184,6 +201,7 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
         self.metrics.cached_docs.store(stats.cached_docs, Relaxed);
         self.metrics.doc_loads.store(stats.loads, Relaxed);
         self.metrics.snapshots.store(stats.snapshots, Relaxed);
+        self.metrics.exports_open.store(stats.exports_open, Relaxed);
     }
 
     /// One bounded step of compaction, committed on its own. Returns whether work remains.

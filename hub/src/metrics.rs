@@ -8,7 +8,7 @@ use std::time::Duration;
 use tidepool_core::wire::ErrorCode;
 
 /// Every error code, in the order of [`code_index`].
-pub const ERROR_CODES: [ErrorCode; 13] = [
+pub const ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::TooLarge,
@@ -22,6 +22,7 @@ pub const ERROR_CODES: [ErrorCode; 13] = [
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
     ErrorCode::Foreign,
+    ErrorCode::UnknownExport,
 ];
 
 fn code_index(code: ErrorCode) -> usize {
@@ -44,6 +45,7 @@ pub fn code_label(code: ErrorCode) -> &'static str {
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
         ErrorCode::Foreign => "foreign",
+        ErrorCode::UnknownExport => "unknown_export",
     }
 }
 
@@ -86,6 +88,7 @@ pub struct Metrics {
     pub cached_docs: AtomicU64,
     pub doc_loads: AtomicU64,
     pub snapshots: AtomicU64,
+    pub exports_open: AtomicU64,
     errors: [AtomicU64; ERROR_CODES.len()],
     commit_latency: Histogram,
 }
@@ -133,6 +136,12 @@ impl Metrics {
             metric(name, "counter", help, value.load(Relaxed).to_string());
         }
         metric("tidepool_cached_docs", "gauge", "Documents loaded in the cache.", self.cached_docs.load(Relaxed).to_string());
+        metric(
+            "tidepool_exports_open",
+            "gauge",
+            "Exports holding a read snapshot of storage.",
+            self.exports_open.load(Relaxed).to_string(),
+        );
         let _ = write!(
             out,
             "# HELP tidepool_errors_total Error frames sent, by code.\n# TYPE tidepool_errors_total counter\n"

@@ -31,7 +31,7 @@ fn store() -> StoreRef {
 /// A tiny cache, eager snapshots and zero retention, so loads, evictions, snapshots and pruning
 /// all happen (and all count as writes that can fail).
 fn options() -> StorageOptions {
-    StorageOptions { cache_docs: 3, snapshot_every: 3, retention: Duration::ZERO, read_only: false }
+    StorageOptions { cache_docs: 3, snapshot_every: 3, retention: Duration::ZERO, ..StorageOptions::default() }
 }
 
 struct Peer {

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 const DB_FILE: &str = "hub.sqlite";
 const SECRET_FILE: &str = "secret";
 const LOCK_FILE: &str = "hub.lock";
+/// Documents loaded and committed together while filling export columns.
+const BACKFILL_PAGE: usize = 500;
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-hub", version, about = "Tidepool's sync hub")]
@@ -174,10 +176,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
         .with_context(|| format!("opening storage in {}", args.data.display()))?;
-    let storage = Storage::new(
+    let mut storage = Storage::new(
         backend,
         StorageOptions { cache_docs: args.cache_docs, retention: args.log_retention, ..StorageOptions::default() },
     );
+    // Documents stored before the export columns existed (a migrated file) get them before any
+    // client can ask for an export; a crash part way resumes where the last page committed.
+    let filled = storage.backfill_exports(BACKFILL_PAGE).context("filling export columns")?;
+    if filled > 0 {
+        tracing::info!(documents = filled, "export columns filled");
+    }
     let options = ServerOptions {
         max_frame: args.max_frame,
         max_connections: args.max_connections,

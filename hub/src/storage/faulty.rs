@@ -1,12 +1,13 @@
 //! A backend wrapper that fails after a number of writes, as a dying disk would: the tool of the
 //! crash-consistency tests.
 
+use tidepool_core::wire::ExportRecord;
 use tidepool_core::{DocId, StoreRef};
 
 use super::{Backend, DocRow, LogRow, StorageError, StoreMeta};
 
-/// Passes everything to `inner` until `budget` writes (appends, snapshots, prunes and commits)
-/// have succeeded; from then on every operation but `rollback` fails.
+/// Passes everything to `inner` until `budget` writes (appends, export columns, snapshots, prunes
+/// and commits) have succeeded; from then on every operation but `rollback` fails.
 #[derive(Debug)]
 pub struct Faulty<B> {
     inner: B,
@@ -145,5 +146,49 @@ impl<B: Backend> Backend for Faulty<B> {
     fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError> {
         self.write()?;
         self.inner.prune(store, upto)
+    }
+
+    fn put_export(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        self.write()?;
+        self.inner.put_export(store, doc, heads, value)
+    }
+
+    fn unexported_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        self.alive()?;
+        self.inner.unexported_docs(store, after, limit)
+    }
+
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError> {
+        self.alive()?;
+        self.inner.export_open(store)
+    }
+
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, StorageError> {
+        self.alive()?;
+        self.inner.export_page(export, after, limit)
+    }
+
+    fn export_close(&mut self, export: u64) {
+        self.inner.export_close(export);
+    }
+
+    fn open_exports(&self) -> usize {
+        self.inner.open_exports()
     }
 }

@@ -1,17 +1,23 @@
 //! An in-memory backend for tests: the same tables in `BTreeMap`s, with an undo journal so a
 //! transaction can be rolled back and a crash (losing whatever was not committed) simulated.
+//! An export copies the store's committed rows when it opens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use tidepool_core::wire::ExportRecord;
 use tidepool_core::{DocId, StoreRef};
 
 use super::{Backend, DocRow, LogRow, StorageError, StoreMeta};
+
+/// A document's export columns: heads and the plain value as JSON.
+type ExportCols = (Vec<[u8; 32]>, Option<Vec<u8>>);
 
 #[derive(Debug, Clone)]
 enum Undo {
     Store(StoreRef, Option<StoreMeta>),
     Doc(StoreRef, DocId, Option<DocRow>),
     Log(StoreRef, u64, Option<LogRow>),
+    Export(StoreRef, DocId, Option<ExportCols>),
 }
 
 /// Tables in memory. Committed state is what survives [`MemoryBackend::crash`].
@@ -21,6 +27,10 @@ pub struct MemoryBackend {
     stores: BTreeMap<StoreRef, StoreMeta>,
     docs: BTreeMap<StoreRef, BTreeMap<DocId, DocRow>>,
     log: BTreeMap<StoreRef, BTreeMap<u64, LogRow>>,
+    export_cols: BTreeMap<StoreRef, BTreeMap<DocId, ExportCols>>,
+    /// Open exports: the store's records as committed when each opened.
+    exports: HashMap<u64, Vec<ExportRecord>>,
+    next_export: u64,
     /// Present while a transaction is open.
     journal: Option<Vec<Undo>>,
     /// The journal length at the savepoint.
@@ -34,6 +44,9 @@ impl MemoryBackend {
             stores: BTreeMap::new(),
             docs: BTreeMap::new(),
             log: BTreeMap::new(),
+            export_cols: BTreeMap::new(),
+            exports: HashMap::new(),
+            next_export: 1,
             journal: None,
             savepoint: None,
         }
@@ -74,8 +87,49 @@ impl MemoryBackend {
                         None => log.remove(&seq),
                     };
                 }
+                Undo::Export(store, doc, old) => {
+                    let cols = self.export_cols.entry(store).or_default();
+                    match old {
+                        Some(c) => cols.insert(doc, c),
+                        None => cols.remove(&doc),
+                    };
+                }
             }
         }
+    }
+
+    /// The store's records and log head as of the last commit: the current rows with the open
+    /// transaction's writes undone on a copy.
+    fn committed(&self, store: &StoreRef) -> Result<(Vec<ExportRecord>, u64), StorageError> {
+        let mut head = self.stores.get(store).map(|m| m.head);
+        let mut keys: BTreeMap<DocId, Option<Vec<u8>>> =
+            self.docs.get(store).into_iter().flatten().map(|(id, row)| (*id, Some(row.key.clone()))).collect();
+        let mut cols = self.export_cols.get(store).cloned().unwrap_or_default();
+        for undo in self.journal.iter().flatten().rev() {
+            match undo {
+                Undo::Store(s, old) if s == store => head = old.map(|m| m.head),
+                Undo::Doc(s, doc, old) if s == store => {
+                    keys.insert(*doc, old.as_ref().map(|row| row.key.clone()));
+                }
+                Undo::Export(s, doc, old) if s == store => match old {
+                    Some(c) => {
+                        cols.insert(*doc, c.clone());
+                    }
+                    None => {
+                        cols.remove(doc);
+                    }
+                },
+                _ => {}
+            }
+        }
+        let mut records = Vec::new();
+        for (doc, key) in keys {
+            let Some(key) = key else { continue };
+            let (heads, value) =
+                cols.remove(&doc).ok_or_else(|| StorageError::Malformed(format!("{doc} has no export columns")))?;
+            records.push(ExportRecord { doc, key, heads, value });
+        }
+        Ok((records, head.unwrap_or(0)))
     }
 
     fn journal(&mut self) -> Result<&mut Vec<Undo>, StorageError> {
@@ -226,5 +280,64 @@ impl Backend for MemoryBackend {
         }
         let meta = self.stores.get(store).copied().unwrap_or_default();
         self.set_store(store, StoreMeta { horizon: meta.horizon.max(upto), ..meta })
+    }
+
+    fn put_export(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        self.journal()?;
+        if !self.docs.get(store).is_some_and(|d| d.contains_key(&doc)) {
+            return Err(StorageError::Malformed(format!("export columns for {doc}, which has no row")));
+        }
+        let old = self.export_cols.entry(store.clone()).or_default().insert(doc, (heads.to_vec(), value.map(<[u8]>::to_vec)));
+        self.journal()?.push(Undo::Export(store.clone(), doc, old));
+        Ok(())
+    }
+
+    fn unexported_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        let Some(docs) = self.docs.get(store) else { return Ok(vec![]) };
+        let cols = self.export_cols.get(store);
+        Ok(docs
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| **id > a) && !cols.is_some_and(|c| c.contains_key(id)))
+            .take(limit)
+            .map(|(id, row)| (*id, row.key.clone()))
+            .collect())
+    }
+
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError> {
+        let (records, head) = self.committed(store)?;
+        let id = self.next_export;
+        self.next_export += 1;
+        self.exports.insert(id, records);
+        Ok((id, head))
+    }
+
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, StorageError> {
+        let Some(records) = self.exports.get(&export) else { return Ok(None) };
+        let start = after.map_or(0, |a| records.partition_point(|r| r.doc <= a));
+        Ok(Some(records.iter().skip(start).take(limit).cloned().collect()))
+    }
+
+    fn export_close(&mut self, export: u64) {
+        self.exports.remove(&export);
+    }
+
+    fn open_exports(&self) -> usize {
+        self.exports.len()
     }
 }

@@ -11,7 +11,11 @@
 //!   below the store's `horizon` were pruned by compaction;
 //! * a document table: one row per document that ever received a change, with its key, the seq
 //!   of its newest log row, and an optional snapshot (a saved document) covering all its log
-//!   rows up to `snap_seq`.
+//!   rows up to `snap_seq`;
+//! * per document, its export columns: the heads and the plain value as JSON (none while the
+//!   record is deleted), rewritten in the transaction of every log row of the document, so an
+//!   export reads rows and loads no document. Rows written before these columns existed are
+//!   filled by [`Storage::backfill_exports`].
 //!
 //! A document's state is its snapshot (or the empty genesis) plus its log rows after `snap_seq`.
 //! Compaction snapshots a document before pruning any log row it still needs.
@@ -26,7 +30,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 use tidepool_core::sync::LogEntry;
-use tidepool_core::wire::PeerId;
+use tidepool_core::wire::{ExportRecord, PeerId};
 use tidepool_core::{DocId, RecordError, StoreRef};
 
 pub use faulty::Faulty;
@@ -53,6 +57,12 @@ pub enum StorageError {
     NoTransaction,
     #[error("injected fault: the backend stopped after {0} writes")]
     Injected(u64),
+    /// Every export place is taken; the hub refuses the request (`Overloaded`) instead of
+    /// failing its batch.
+    #[error("{0} exports are open at this hub, the most it holds; retry later")]
+    TooManyExports(usize),
+    #[error("storage schema version {0} has no export columns; start the hub once on this data to migrate it")]
+    NotMigrated(i64),
 }
 
 // Boxed: errors travel through every storage call, and rusqlite's error is large.
@@ -151,6 +161,46 @@ pub trait Backend: Send {
     fn seq_before(&mut self, store: &StoreRef, before_ms: i64) -> Result<u64, StorageError>;
     /// Deletes log rows at or below `upto` and moves the horizon there.
     fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError>;
+
+    /// Sets the document's export columns (its row exists: written after [`Backend::append`] in
+    /// the same transaction). `value` is `None` for a deleted record.
+    fn put_export(&mut self, store: &StoreRef, doc: DocId, heads: &[[u8; 32]], value: Option<&[u8]>)
+    -> Result<(), StorageError>;
+    /// Documents in id order after `after`, at most `limit`, whose export columns were never
+    /// written (stored before they existed).
+    fn unexported_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError>;
+    /// Opens a read snapshot of the last commit (never the open transaction) and returns its id
+    /// and the store's log head in that snapshot.
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError>;
+    /// The snapshot's records of its store in id order after `after`, at most `limit`; `None` for
+    /// an export that is not open.
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, StorageError>;
+    /// Ends a snapshot and frees what it holds; unknown ids are ignored.
+    fn export_close(&mut self, export: u64);
+    fn open_exports(&self) -> usize;
+}
+
+/// Heads as stored in one blob: the 32-byte hashes one after the other.
+pub(crate) fn encode_heads(heads: &[[u8; 32]]) -> Vec<u8> {
+    heads.concat()
+}
+
+pub(crate) fn decode_heads(bytes: &[u8]) -> Result<Vec<[u8; 32]>, StorageError> {
+    let (chunks, rest) = bytes.as_chunks::<32>();
+    if !rest.is_empty() {
+        return Err(StorageError::Malformed(format!("heads blob of {} bytes", bytes.len())));
+    }
+    Ok(chunks.to_vec())
 }
 
 /// Log rows keep several change chunks in one blob: each as a 4-byte little-endian length and

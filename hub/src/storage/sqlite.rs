@@ -1,17 +1,36 @@
 //! The SQLite backend: WAL mode with `synchronous = FULL`, so a commit returns only after the
 //! write-ahead log is fsync'd. That is the hub's "durable before acknowledged".
+//!
+//! Exports read through connections of their own, one per export, each inside a read
+//! transaction begun when the export opened. In WAL mode a reader's snapshot is fixed at its
+//! first read, so every page of an export sees the same commit (never the writer's open
+//! transaction) and the cut seq read in that snapshot matches its rows, whatever the writer
+//! commits meanwhile.
+//!
+//! Schema versions: 1 had no export columns; 2 adds `docs.heads` (the concatenated 32-byte head
+//! hashes, NULL until written) and `docs.value` (the plain value as JSON, NULL when deleted).
+//! A version-1 file opened read-write is migrated in place; its documents get their columns from
+//! `Storage::backfill_exports`. A read-only open of a version-1 file reads everything but
+//! exports.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tidepool_core::wire::PeerId;
+use tidepool_core::wire::{ExportRecord, PeerId};
 use tidepool_core::{DocId, StoreRef};
 
-use super::{Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, encode_changes};
+use super::{
+    Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
+};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// The first version with export columns.
+const EXPORT_VERSION: i64 = 2;
+/// Page cache of an export's connection (KiB, as SQLite's negative `cache_size`): pages are read
+/// once in key order, so a small cache loses little, and there may be many exports.
+const EXPORT_CACHE_KIB: i64 = 1024;
 
 /// `log` columns as stored: seq, doc, key, origin, at, changes.
 type RawLogRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
@@ -35,8 +54,11 @@ CREATE TABLE docs (
     last_seq INTEGER NOT NULL,
     snap_seq INTEGER NOT NULL DEFAULT 0,
     snapshot BLOB,
+    heads BLOB,
+    value BLOB,
     PRIMARY KEY (store, doc)
 );
+CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
 CREATE TABLE log (
     store INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -51,6 +73,22 @@ CREATE INDEX log_by_doc ON log (store, doc, seq);
 CREATE INDEX log_by_time ON log (store, at);
 ";
 
+/// Version 1 to 2: the export columns, empty until backfilled (`heads IS NULL` marks a document
+/// still to fill, and the partial index finds those without a scan).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE docs ADD COLUMN heads BLOB;
+ALTER TABLE docs ADD COLUMN value BLOB;
+CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
+PRAGMA user_version = 2;
+";
+
+/// An open export: a connection inside its read transaction.
+struct Export {
+    conn: Connection,
+    /// The store's id in the snapshot (`None`: the store did not exist at the cut).
+    store: Option<i64>,
+}
+
 /// How to open a data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -63,9 +101,14 @@ pub enum OpenMode {
 /// Hub storage in one SQLite file.
 pub struct SqliteBackend {
     conn: Connection,
+    path: PathBuf,
+    /// The file's schema version (a read-only open may find an older one).
+    version: i64,
     epoch: [u8; 16],
     /// Store ids by name; cleared on rollback since a rolled-back insert frees its id.
     ids: HashMap<StoreRef, i64>,
+    exports: HashMap<u64, Export>,
+    next_export: u64,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -105,17 +148,48 @@ impl SqliteBackend {
             // loss, and those were acknowledged.
             conn.pragma_update(None, "synchronous", "FULL")?;
         }
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version == 0 && mode == OpenMode::ReadWrite {
-            Self::create_schema(&conn)?;
-        } else if version != SCHEMA_VERSION {
-            return Err(StorageError::Schema { found: version, expected: SCHEMA_VERSION });
+        let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match (version, mode) {
+            (0, OpenMode::ReadWrite) => {
+                Self::create_schema(&conn)?;
+                version = SCHEMA_VERSION;
+            }
+            (1, OpenMode::ReadWrite) => {
+                Self::migrate_from_1(&conn)?;
+                version = SCHEMA_VERSION;
+            }
+            // Everything but exports reads the same in version 1 (`dump` of an old file).
+            (1, OpenMode::ReadOnly) | (SCHEMA_VERSION, _) => {}
+            (found, _) => return Err(StorageError::Schema { found, expected: SCHEMA_VERSION }),
         }
         let epoch: Vec<u8> =
             conn.query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |r| r.get(0))?;
         let epoch: [u8; 16] =
             epoch.try_into().map_err(|_| StorageError::Malformed("epoch is not 16 bytes".into()))?;
-        Ok(SqliteBackend { conn, epoch, ids: HashMap::new() })
+        Ok(SqliteBackend {
+            conn,
+            path: path.to_owned(),
+            version,
+            epoch,
+            ids: HashMap::new(),
+            exports: HashMap::new(),
+            next_export: 1,
+        })
+    }
+
+    /// The data file's schema version.
+    pub fn schema_version(&self) -> i64 {
+        self.version
+    }
+
+    /// Adds the export columns in one transaction: a crash leaves version 1 or version 2, never
+    /// half of it. The documents are backfilled afterwards, page by page.
+    fn migrate_from_1(conn: &Connection) -> Result<(), StorageError> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+        tx.commit()?;
+        tracing::info!("storage migrated from schema version 1 to 2; export columns are backfilled next");
+        Ok(())
     }
 
     fn create_schema(conn: &Connection) -> Result<(), StorageError> {
@@ -160,6 +234,42 @@ impl SqliteBackend {
         let id = self.conn.last_insert_rowid();
         self.ids.insert(store.clone(), id);
         Ok(id)
+    }
+
+    fn open_export(&self, store: &StoreRef) -> Result<(Export, u64), StorageError> {
+        if self.version < EXPORT_VERSION {
+            return Err(StorageError::NotMigrated(self.version));
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "cache_size", -EXPORT_CACHE_KIB)?;
+        // Outside WAL a long reader would block the writer's commits for as long as it reads.
+        let journal: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Malformed(format!("exports need WAL mode; the file is in {journal} mode")));
+        }
+        conn.execute_batch("BEGIN")?;
+        // The snapshot is taken by this first read: the head and every later page agree.
+        let row: Option<(i64, i64)> = conn
+            .query_row("SELECT id, head FROM stores WHERE db = ?1 AND name = ?2", params![store.db, store.store], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((id, head)) = row else { return Ok((Export { conn, store: None }, 0)) };
+        let unfilled: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM docs WHERE store = ?1 AND heads IS NULL)",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if unfilled {
+            return Err(StorageError::Malformed(format!(
+                "{store} has documents without export columns; Storage::backfill_exports fills them"
+            )));
+        }
+        Ok((Export { conn, store: Some(id) }, seq_u64(head)?))
     }
 
     fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawLogRow> {
@@ -376,5 +486,95 @@ impl Backend for SqliteBackend {
             .prepare_cached("UPDATE stores SET horizon = MAX(horizon, ?2) WHERE id = ?1")?
             .execute(params![id, upto])?;
         Ok(())
+    }
+
+    fn put_export(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        if self.conn.is_autocommit() {
+            return Err(StorageError::NoTransaction);
+        }
+        if self.version < EXPORT_VERSION {
+            return Err(StorageError::ReadOnly);
+        }
+        let Some(id) = self.store_id(store)? else {
+            return Err(StorageError::Malformed(format!("export columns for {doc} of a store without rows")));
+        };
+        let updated = self
+            .conn
+            .prepare_cached("UPDATE docs SET heads = ?3, value = ?4 WHERE store = ?1 AND doc = ?2")?
+            .execute(params![id, doc.0.to_vec(), encode_heads(heads), value])?;
+        if updated != 1 {
+            return Err(StorageError::Malformed(format!("export columns for {doc}, which has no row")));
+        }
+        Ok(())
+    }
+
+    fn unexported_docs(
+        &mut self,
+        store: &StoreRef,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
+        if self.version < EXPORT_VERSION {
+            return Ok(vec![]);
+        }
+        let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        let after = after.map(|d| d.0.to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc, key FROM docs WHERE store = ?1 AND doc > ?2 AND heads IS NULL ORDER BY doc LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id, after, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((doc_id(row.get(0)?)?, row.get(1)?));
+        }
+        Ok(out)
+    }
+
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError> {
+        let (export, head) = self.open_export(store)?;
+        let id = self.next_export;
+        self.next_export += 1;
+        self.exports.insert(id, export);
+        Ok((id, head))
+    }
+
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, StorageError> {
+        let Some(export) = self.exports.get(&export) else { return Ok(None) };
+        let Some(id) = export.store else { return Ok(Some(vec![])) };
+        let after = after.map(|d| d.0.to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = export.conn.prepare_cached(
+            "SELECT doc, key, heads, value FROM docs WHERE store = ?1 AND doc > ?2 ORDER BY doc LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id, after, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let doc = doc_id(row.get(0)?)?;
+            let heads: Option<Vec<u8>> = row.get(2)?;
+            let heads = heads.ok_or_else(|| StorageError::Malformed(format!("{doc} has no export columns")))?;
+            out.push(ExportRecord { doc, key: row.get(1)?, heads: decode_heads(&heads)?, value: row.get(3)? });
+        }
+        Ok(Some(out))
+    }
+
+    fn export_close(&mut self, export: u64) {
+        // Dropping the connection ends its read transaction: the WAL can be checkpointed past it.
+        self.exports.remove(&export);
+    }
+
+    fn open_exports(&self) -> usize {
+        self.exports.len()
     }
 }

@@ -1,13 +1,14 @@
 //! [`Storage`]: core's `HubStore` over any [`Backend`], with a bounded cache of loaded documents,
-//! lazy transactions, snapshots and log compaction.
+//! lazy transactions, snapshots, log compaction, and the export columns kept current on append.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tidepool_core::automerge::{ActorId, ChangeHash};
 use tidepool_core::sync::{HubStore, LogEntry};
-use tidepool_core::wire::{Payload, PeerId};
+use tidepool_core::wire::{ExportRecord, Payload, PeerId};
 use tidepool_core::{DocId, Record, StoreRef};
+use tidepool_json::JsonValue;
 
 use super::lru::Lru;
 use super::{Backend, LogRow, StorageError, StoreMeta};
@@ -25,6 +26,9 @@ pub struct StorageOptions {
     pub retention: Duration,
     /// Never write (for `dump` next to a running hub).
     pub read_only: bool,
+    /// Exports open at once, at most, over all connections. Each holds a read snapshot (on
+    /// SQLite a connection with its page cache, and WAL frames the checkpoint cannot drop).
+    pub max_exports: usize,
 }
 
 impl Default for StorageOptions {
@@ -34,6 +38,7 @@ impl Default for StorageOptions {
             snapshot_every: 64,
             retention: Duration::from_secs(7 * 24 * 3600),
             read_only: false,
+            max_exports: 16,
         }
     }
 }
@@ -49,6 +54,9 @@ pub struct StorageStats {
     pub commits: u64,
     pub pruned_to: u64,
     pub cached_docs: u64,
+    pub exports_open: u64,
+    /// Documents whose export columns were filled by [`Storage::backfill_exports`].
+    pub backfilled: u64,
 }
 
 struct Cached {
@@ -152,7 +160,11 @@ impl<B: Backend> Storage<B> {
     }
 
     pub fn stats(&self) -> StorageStats {
-        StorageStats { cached_docs: self.cache.len() as u64, ..self.stats }
+        StorageStats {
+            cached_docs: self.cache.len() as u64,
+            exports_open: self.backend.open_exports() as u64,
+            ..self.stats
+        }
     }
 
     /// Whether writes wait for [`Storage::commit`].
@@ -381,6 +393,58 @@ impl<B: Backend> Storage<B> {
         Ok(out)
     }
 
+    /// Fills the export columns of documents stored before they existed (a migrated data file),
+    /// `page` documents per transaction, each loaded outside the cache and dropped: memory stays
+    /// bounded by a page whatever the number of documents. Returns how many were filled. Runs
+    /// before the hub serves; a crash part way leaves committed pages done and resumes the rest.
+    pub fn backfill_exports(&mut self, page: usize) -> Result<u64, StorageError> {
+        if self.options.read_only {
+            return Ok(0);
+        }
+        let page = page.max(1);
+        let mut filled = 0;
+        for store in self.backend.stores()? {
+            let mut after = None;
+            loop {
+                let docs = self.backend.unexported_docs(&store, after, page)?;
+                let Some((last, _)) = docs.last() else { break };
+                after = Some(*last);
+                let result = docs.iter().try_for_each(|(doc, key)| {
+                    let mut cached = self.load(&store, *doc, key)?;
+                    self.ensure_tx()?;
+                    self.write_export(&store, *doc, &mut cached.record)
+                });
+                if let Err(e) = result.and_then(|()| self.commit().map(|_| ())) {
+                    self.abort();
+                    return Err(e);
+                }
+                filled += docs.len() as u64;
+                self.stats.backfilled += docs.len() as u64;
+                tracing::info!(%store, filled, "export columns backfilled");
+            }
+        }
+        Ok(filled)
+    }
+
+    /// Writes the record's heads and plain value (Tidepool's JSON mapping) as its export columns.
+    fn write_export(&mut self, store: &StoreRef, doc: DocId, record: &mut Record) -> Result<(), StorageError> {
+        let heads: Vec<[u8; 32]> = record.heads().iter().map(|h| h.0).collect();
+        let value = match record.get_plain() {
+            Ok(value) => value,
+            Err(e) => {
+                // Core accepted these changes, so failing here would refuse every push of the
+                // document; it exports as absent, as core's reference store does, and says so.
+                tracing::warn!(%store, %doc, error = %e, "the value does not read; exported as deleted");
+                None
+            }
+        };
+        let value = value
+            .map(|v| serde_json::to_vec(&JsonValue(&v)))
+            .transpose()
+            .map_err(|e| StorageError::Malformed(format!("value of {doc} as JSON: {e}")))?;
+        self.backend.put_export(store, doc, &heads, value.as_deref())
+    }
+
     /// Every store with a log.
     pub fn stores(&mut self) -> Result<Vec<StoreRef>, StorageError> {
         self.backend.stores()
@@ -442,10 +506,16 @@ impl<B: Backend> HubStore for Storage<B> {
             cached.last_seq = seq;
             cached.unsnapped += 1;
             cached.persisted = cached.record.heads();
-            let result =
-                if cached.unsnapped >= snapshot_every { self.write_snapshot(store, doc, &mut cached) } else { Ok(()) };
+            let result = self.write_export(store, doc, &mut cached.record).and_then(|()| {
+                if cached.unsnapped >= snapshot_every { self.write_snapshot(store, doc, &mut cached) } else { Ok(()) }
+            });
             self.cache.insert(slot, cached);
             result?;
+        } else {
+            // Core updates the record through `record()` just before, so it is cached unless the
+            // cache is tiny; the log row just written makes a fresh load the same state.
+            let mut loaded = self.load(store, doc, key)?;
+            self.write_export(store, doc, &mut loaded.record)?;
         }
         Ok(seq)
     }
@@ -474,6 +544,27 @@ impl<B: Backend> HubStore for Storage<B> {
         limit: usize,
     ) -> Result<Vec<(DocId, Vec<u8>)>, StorageError> {
         self.backend.list_docs(store, after, limit)
+    }
+
+    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError> {
+        let open = self.backend.open_exports();
+        if open >= self.options.max_exports {
+            return Err(StorageError::TooManyExports(open));
+        }
+        self.backend.export_open(store)
+    }
+
+    fn export_page(
+        &mut self,
+        export: u64,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Option<Vec<ExportRecord>>, StorageError> {
+        self.backend.export_page(export, after, limit)
+    }
+
+    fn export_close(&mut self, export: u64) {
+        self.backend.export_close(export);
     }
 
     /// A loaded document is saved afresh; otherwise a snapshot that covers every log row is
