@@ -706,15 +706,8 @@ fn append_overhead_of_the_export_columns() {
         for i in 0..DOCS {
             writer.put(&format!("k{i:05}"), &value(i, round));
         }
-        let frames = writer.engine.take_output().frames;
         let started = Instant::now();
-        for bytes in frames {
-            for delivery in hub.process(vec![Input::Frame { conn: writer.conn, bytes }]) {
-                if let Delivery::Frame { frame, .. } = delivery {
-                    writer.engine.receive(&frame, &mut writer.docs).expect("valid");
-                }
-            }
-        }
+        pump(&mut hub, &mut [&mut writer]);
         let per_append = started.elapsed() / DOCS as u32;
         assert_eq!(writer.engine.pending(), 0);
         eprintln!("round {round}: {per_append:?} per append (engine, SQLite, group commit per frame)");
@@ -729,6 +722,20 @@ fn append_overhead_of_the_export_columns() {
         })
         .collect();
     let compute = started.elapsed() / DOCS as u32;
+    let started = Instant::now();
+    let heads: usize = records.iter_mut().map(|r| r.heads().len()).sum();
+    let heads_time = started.elapsed() / DOCS as u32;
+    let started = Instant::now();
+    let values: Vec<Value> = records.iter().filter_map(|r| r.get_plain().expect("value")).collect();
+    let plain_time = started.elapsed() / DOCS as u32;
+    let started = Instant::now();
+    let bytes: usize = values.iter().map(|v| json(v).len()).sum();
+    let json_time = started.elapsed() / DOCS as u32;
+    eprintln!(
+        "breakdown: heads {heads_time:?}, plain value {plain_time:?}, JSON {json_time:?} ({} heads, {} B of JSON per record)",
+        heads / DOCS,
+        bytes / DOCS
+    );
     let mut conn = Connection::open(&path).expect("open");
     conn.pragma_update(None, "synchronous", "FULL").expect("pragma");
     let started = Instant::now();
