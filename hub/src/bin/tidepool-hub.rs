@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use tidepool_core::sync::HubStore;
 use tidepool_core::{Key, StoreRef};
 use tidepool_hub::auth::{self, Claims, HubAuth, JwtAuthorizer};
 use tidepool_hub::server::{self, ServerOptions};
-use tidepool_hub::storage::{OpenMode, SqliteBackend, Storage, StorageOptions};
+use tidepool_hub::storage::{OpenMode, SqliteBackend, Storage, StorageError, StorageOptions};
 use tokio_util::sync::CancellationToken;
 
 const DB_FILE: &str = "hub.sqlite";
@@ -32,7 +33,7 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed token granting read and/or write access to stores of one database.
     Token(TokenArgs),
-    /// Print a store's current records as JSON Lines: {"key": ..., "value": ...}.
+    /// Print a store's current records (one consistent cut) as JSON Lines: {"key": ..., "value": ...}.
     Dump(DumpArgs),
 }
 
@@ -264,7 +265,43 @@ fn dump(args: DumpArgs) -> Result<()> {
     write_dump(&mut storage, &store, &mut std::io::BufWriter::new(std::io::stdout().lock()))
 }
 
+/// Prints the records of one consistent cut, read from the export columns (no document is
+/// loaded); a file without them (schema version 1, or not filled yet) is read by loading each
+/// document instead.
 fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
+    match storage.export_open(store) {
+        Ok((export, _)) => {
+            let result = write_dump_export(storage, export, out);
+            storage.export_close(export);
+            result
+        }
+        Err(StorageError::NotMigrated(_) | StorageError::NotFilled(_)) => write_dump_loaded(storage, store, out),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_dump_export(storage: &mut Storage<SqliteBackend>, export: u64, out: &mut impl std::io::Write) -> Result<()> {
+    let mut after = None;
+    loop {
+        let page = storage.export_page(export, after, 1000)?.context("the export ended early")?;
+        let Some(last) = page.last().map(|r| r.doc) else { break };
+        for record in page {
+            let Some(value) = record.value else { continue };
+            let key = Key::decode(&record.key)?;
+            // The same bytes as the tree form: `{"key":…,"value":…}` with the stored value as is.
+            out.write_all(b"{\"key\":")?;
+            serde_json::to_writer(&mut *out, &tidepool_json::JsonKey(&key))?;
+            out.write_all(b",\"value\":")?;
+            out.write_all(&value)?;
+            out.write_all(b"}\n")?;
+        }
+        after = Some(last);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_dump_loaded(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
     let mut after = None;
     loop {
         let page = storage.records(store, after, 1000)?;

@@ -63,6 +63,8 @@ pub enum StorageError {
     TooManyExports(usize),
     #[error("storage schema version {0} has no export columns; start the hub once on this data to migrate it")]
     NotMigrated(i64),
+    #[error("{0} has documents without export columns; start the hub once on this data to fill them")]
+    NotFilled(StoreRef),
 }
 
 // Boxed: errors travel through every storage call, and rusqlite's error is large.

@@ -265,9 +265,7 @@ impl SqliteBackend {
             |r| r.get(0),
         )?;
         if unfilled {
-            return Err(StorageError::Malformed(format!(
-                "{store} has documents without export columns; Storage::backfill_exports fills them"
-            )));
+            return Err(StorageError::NotFilled(store.clone()));
         }
         Ok((Export { conn, store: Some(id) }, seq_u64(head)?))
     }
@@ -499,7 +497,7 @@ impl Backend for SqliteBackend {
             return Err(StorageError::NoTransaction);
         }
         if self.version < EXPORT_VERSION {
-            return Err(StorageError::ReadOnly);
+            return Err(StorageError::NotMigrated(self.version));
         }
         let Some(id) = self.store_id(store)? else {
             return Err(StorageError::Malformed(format!("export columns for {doc} of a store without rows")));
