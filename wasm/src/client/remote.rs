@@ -96,7 +96,8 @@ pub async fn settle(state: &mut State, touched: &HashMap<DocId, Before>) -> Resu
             ClientEvent::Cursor { store, cursor } => {
                 cursors.insert(store.store, cursor);
             }
-            ClientEvent::Synced { .. } => {}
+            // The browser client asks for neither exports nor fetches.
+            ClientEvent::Synced { .. } | ClientEvent::ExportPage { .. } | ClientEvent::Fetched { .. } => {}
             ClientEvent::HubError { code, detail } => received.hub_errors.push((code, detail)),
         }
     }

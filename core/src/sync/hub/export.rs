@@ -46,12 +46,17 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                 (id, seq)
             }
         };
-        let Some(records) = self.store.export_page(id, after, limit)? else {
+        let Some(mut records) = self.store.export_page(id, after, limit)? else {
             self.end_export(conn, id);
             out.refuse(conn, ErrorCode::UnknownExport, None, format!("export {id} of {store} has ended"), None);
             return Ok(());
         };
-        let last = records.len() < limit;
+        // A page is bounded by bytes too (large values), with at least one record so that the
+        // export always moves on; a page cut short is not the last.
+        let fits = fitting(&records, self.config.page_bytes);
+        let trimmed = fits < records.len();
+        records.truncate(fits);
+        let last = !trimmed && records.len() < limit;
         if last {
             self.end_export(conn, id);
         }
@@ -91,4 +96,16 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         out.send(conn, &Message::Fetched { request, store, docs: page, last: true });
         Ok(())
     }
+}
+
+/// How many of `records`, from the first, fit in `bytes` (at least one).
+fn fitting(records: &[crate::wire::ExportRecord], bytes: usize) -> usize {
+    let mut total = 0;
+    for (i, r) in records.iter().enumerate() {
+        total += r.key.len() + 32 * r.heads.len() + r.value.as_ref().map_or(0, Vec::len) + 32;
+        if total > bytes {
+            return i.max(1);
+        }
+    }
+    records.len()
 }

@@ -1,0 +1,118 @@
+//! Exports and fetches through the hub engine: pages in document id order at one cut, bounded
+//! by count and bytes, read access required, freed with their connection.
+
+use automerge::ActorId;
+use tidepool_core::sync::{AllowAll, Effect, Hub, HubConfig, MemoryHubStore};
+use tidepool_core::wire::{self, DocData, DocRef, ErrorCode, ExportRecord, Message, Payload, PeerId};
+use tidepool_core::{DocId, Key, Record, StoreRef, object};
+
+fn store() -> StoreRef {
+    StoreRef::new("app", "items")
+}
+
+fn hub(config: HubConfig) -> (Hub<MemoryHubStore, AllowAll>, u64) {
+    let mut hub = Hub::with_config(MemoryHubStore::new([1; 16]), AllowAll, config);
+    let conn = hub.connect();
+    let hello = Message::Hello { peer: PeerId([5; 16]), token: "t".into(), agent: "test".into() };
+    hub.receive(conn, &wire::encode(&hello)).expect("hello");
+    (hub, conn)
+}
+
+fn put(hub: &mut Hub<MemoryHubStore, AllowAll>, conn: u64, batch: u64, key: u32, text: &str) {
+    let mut r = Record::new(&store(), &Key::Number(f64::from(key)), &ActorId::from([2u8; 16])).expect("key");
+    let change = r.put(&object! { "text" => text }, 0).expect("put").expect("a change");
+    let docs = vec![DocData { doc: r.id(), key: r.encoded_key().to_vec(), payload: Payload::Changes(vec![change.bytes]) }];
+    let out = hub.receive(conn, &wire::encode(&Message::Push { batch, store: store(), docs })).expect("push");
+    assert!(out.effects.iter().any(|e| matches!(e, Effect::Acknowledged { .. })));
+}
+
+/// Sends an export request; the page, or the error code.
+fn page(hub: &mut Hub<MemoryHubStore, AllowAll>, conn: u64, export: Option<u64>, after: Option<DocId>, limit: u32) -> Result<(u64, u64, Vec<ExportRecord>, bool), ErrorCode> {
+    let out = hub.receive(conn, &wire::encode(&Message::Export { store: store(), export, after, limit })).expect("export");
+    for s in &out.sends {
+        match wire::decode(&s.frame, &Default::default()).expect("frame") {
+            Message::ExportPage { export, cut, records, last, .. } => return Ok((export, cut.seq, records, last)),
+            Message::Error { code, .. } => return Err(code),
+            _ => {}
+        }
+    }
+    panic!("no answer");
+}
+
+#[test]
+fn an_export_pages_through_one_cut() {
+    let (mut hub, conn) = hub(HubConfig::default());
+    for i in 0..10 {
+        put(&mut hub, conn, u64::from(i), i, &format!("v{i}"));
+    }
+    let (id, cut, first, last) = page(&mut hub, conn, None, None, 4).expect("page");
+    assert_eq!((first.len(), last, cut), (4, false, 10));
+    // Written after the cut: not in this export.
+    put(&mut hub, conn, 100, 100, "late");
+    let mut all = first;
+    loop {
+        let (next_id, next_cut, records, last) = page(&mut hub, conn, Some(id), all.last().map(|r| r.doc), 4).expect("page");
+        assert_eq!((next_id, next_cut), (id, cut));
+        all.extend(records);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].doc < w[1].doc), "document id order");
+    assert!(all.iter().all(|r| r.value.is_some() && !r.heads.is_empty()));
+    assert_eq!(hub.store().open_exports(), 0, "a finished export is freed");
+    assert_eq!(page(&mut hub, conn, Some(id), None, 4), Err(ErrorCode::UnknownExport));
+    let (_, cut, records, _) = page(&mut hub, conn, None, None, 100).expect("page");
+    assert_eq!((cut, records.len()), (11, 11), "a new export sees the late write");
+}
+
+#[test]
+fn pages_are_bounded_by_bytes_and_always_move_on() {
+    let config = HubConfig { page_bytes: 1_000, ..HubConfig::default() };
+    let (mut hub, conn) = hub(config);
+    for i in 0..6 {
+        put(&mut hub, conn, u64::from(i), i, &"x".repeat(700));
+    }
+    let (id, _, records, last) = page(&mut hub, conn, None, None, 100).expect("page");
+    assert_eq!((records.len(), last), (1, false), "one large record per page, and not the last page");
+    let mut seen = records.len();
+    let mut after = records.last().map(|r| r.doc);
+    loop {
+        let (_, _, records, last) = page(&mut hub, conn, Some(id), after, 100).expect("page");
+        seen += records.len();
+        after = records.last().map(|r| r.doc).or(after);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(seen, 6);
+}
+
+#[test]
+fn exports_end_with_their_connection_and_fetch_returns_documents() {
+    let (mut hub, conn) = hub(HubConfig::default());
+    put(&mut hub, conn, 1, 1, "one");
+    let (_, _, records, _) = page(&mut hub, conn, None, None, 1).expect("page");
+    assert_eq!(hub.store().open_exports(), 1);
+    hub.disconnect(conn);
+    assert_eq!(hub.store().open_exports(), 0, "the connection's exports are freed");
+
+    let (mut hub2, conn2) = hub_with(hub);
+    let wanted = vec![DocRef { doc: records[0].doc, key: records[0].key.clone() }];
+    let out = hub2.receive(conn2, &wire::encode(&Message::Fetch { request: 9, store: store(), docs: wanted })).expect("fetch");
+    let fetched = out.sends.iter().find_map(|s| match wire::decode(&s.frame, &Default::default()) {
+        Ok(Message::Fetched { request: 9, docs, last: true, .. }) => Some(docs),
+        _ => None,
+    });
+    let docs = fetched.expect("fetched");
+    let record = Record::load(&store(), docs[0].key.clone(), &docs[0].payload, &ActorId::from([3u8; 16])).expect("loads");
+    assert_eq!(record.get_plain().expect("value"), Some(object! { "text" => "one" }));
+}
+
+fn hub_with(mut hub: Hub<MemoryHubStore, AllowAll>) -> (Hub<MemoryHubStore, AllowAll>, u64) {
+    let conn = hub.connect();
+    let hello = Message::Hello { peer: PeerId([6; 16]), token: "t".into(), agent: "test".into() };
+    hub.receive(conn, &wire::encode(&hello)).expect("hello");
+    (hub, conn)
+}
