@@ -233,7 +233,11 @@ impl Sim {
                 ClientEvent::Cursor { store, cursor } => {
                     peer.storage.cursors.insert(store, cursor);
                 }
-                ClientEvent::RemoteChanged { .. } | ClientEvent::Synced { .. } | ClientEvent::HubError { .. } => {}
+                ClientEvent::RemoteChanged { .. }
+                | ClientEvent::Synced { .. }
+                | ClientEvent::HubError { .. }
+                | ClientEvent::ExportPage { .. }
+                | ClientEvent::Fetched { .. } => {}
             }
         }
         if peer.conn.is_some() {
