@@ -18,12 +18,7 @@ use tidepool_core::sync::{Authorizer, ConnId, Effect, Hub, HubConfig, HubError, 
 use tidepool_core::wire::ErrorCode;
 
 use crate::metrics::Metrics;
-use crate::storage::{Backend, Storage, StorageError};
-
-/// Whether core gave up on a frame because every export place of the hub is taken.
-fn too_many_exports(e: &HubError) -> bool {
-    matches!(e.0.downcast_ref::<StorageError>(), Some(StorageError::TooManyExports(_)))
-}
+use crate::storage::{Backend, Storage};
 
 /// Something a connection did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,18 +114,6 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
                                 Ok(()) => self.collect(conn, out, &mut deliveries),
                                 Err(e) => failure = Some(e.to_string()),
                             }
-                        }
-                        Err(e) if too_many_exports(&e) => {
-                            // A full house is a refusal, as core's own per-connection limit is,
-                            // not a storage failure: the rest of the batch goes on.
-                            if let Err(e) = self.hub.store_mut().end_frame(false) {
-                                failure = Some(e.to_string());
-                                continue;
-                            }
-                            tracing::debug!(conn, error = %e, "export refused");
-                            self.metrics.error(ErrorCode::Overloaded);
-                            let frame = Hub::<Storage<B>, A>::error_frame(ErrorCode::Overloaded, &e.to_string());
-                            deliveries.push(Delivery::Frame { to: conn, frame: Arc::new(frame), fanout: false });
                         }
                         Err(e) => failure = Some(e.to_string()),
                     }

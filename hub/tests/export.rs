@@ -375,7 +375,7 @@ fn exports_end_with_their_connection_and_the_hub_limit_refuses_without_failing_t
 /// Every document's export columns, read through an export, against the document itself.
 fn assert_columns_match_documents<B: Backend>(storage: &mut Storage<B>, case: &str) {
     let s = store();
-    let (export, _) = storage.export_open(&s).expect("export");
+    let (export, _) = storage.export_open(&s).expect("export").expect("room for an export");
     let records = storage.export_page(export, None, usize::MAX).expect("page").expect("open");
     storage.export_close(export);
     let docs = storage.docs(&s, None, usize::MAX).expect("docs");
@@ -525,7 +525,7 @@ fn a_version_1_file_is_migrated_and_backfilled_in_pages() {
     assert!(filled > 0 && filled < 45, "committed pages are not redone: {filled}");
     assert_eq!(storage.backfill_exports(4).expect("again"), 0, "nothing left to fill");
 
-    let (export, seq) = storage.export_open(&store()).expect("export");
+    let (export, seq) = storage.export_open(&store()).expect("export").expect("room for an export");
     assert_eq!(seq, storage.head_seq(&store()).expect("head"));
     let records = storage.export_page(export, None, usize::MAX).expect("page").expect("open");
     storage.export_close(export);

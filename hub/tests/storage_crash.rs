@@ -125,7 +125,7 @@ fn compare<B: Backend>(storage: &mut Storage<B>, reference: &mut MemoryHubStore,
         assert_eq!(storage.record(&s, doc, &key).expect("record").heads(), expected, "{case}: heads of {doc}");
     }
     // The export columns committed with the log: they equal the loaded documents.
-    let (export, cut) = storage.export_open(&s).expect("export");
+    let (export, cut) = storage.export_open(&s).expect("export").expect("room for an export");
     assert_eq!(cut, head, "{case}: the export's cut");
     let records = storage.export_page(export, None, usize::MAX).expect("page").expect("open");
     storage.export_close(export);

@@ -162,7 +162,7 @@ impl MemoryHubStore {
 impl HubStore for MemoryHubStore {
     type Error = Infallible;
 
-    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), Infallible> {
+    fn export_open(&mut self, store: &StoreRef) -> Result<Option<(u64, u64)>, Infallible> {
         let seq = self.logs.get(store).map_or(0, |l| l.head);
         let encode = self.encode_value;
         let records = self
@@ -180,7 +180,7 @@ impl HubStore for MemoryHubStore {
         let id = self.next_export;
         self.next_export += 1;
         self.exports.insert(id, records);
-        Ok((id, seq))
+        Ok(Some((id, seq)))
     }
 
     fn export_page(&mut self, export: u64, after: Option<DocId>, limit: usize) -> Result<Option<Vec<ExportRecord>>, Infallible> {

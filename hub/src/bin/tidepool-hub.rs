@@ -270,11 +270,12 @@ fn dump(args: DumpArgs) -> Result<()> {
 /// document instead.
 fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
     match storage.export_open(store) {
-        Ok((export, _)) => {
+        Ok(Some((export, _))) => {
             let result = write_dump_export(storage, export, out);
             storage.export_close(export);
             result
         }
+        Ok(None) => anyhow::bail!("no room for an export in a storage opened for dump alone"),
         Err(StorageError::NotMigrated(_) | StorageError::NotFilled(_)) => write_dump_loaded(storage, store, out),
         Err(e) => Err(e.into()),
     }

@@ -57,10 +57,6 @@ pub enum StorageError {
     NoTransaction,
     #[error("injected fault: the backend stopped after {0} writes")]
     Injected(u64),
-    /// Every export place is taken; the hub refuses the request (`Overloaded`) instead of
-    /// failing its batch.
-    #[error("{0} exports are open at this hub, the most it holds; retry later")]
-    TooManyExports(usize),
     #[error("storage schema version {0} has no export columns; start the hub once on this data to migrate it")]
     NotMigrated(i64),
     #[error("{0} has documents without export columns; start the hub once on this data to fill them")]

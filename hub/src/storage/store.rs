@@ -546,12 +546,11 @@ impl<B: Backend> HubStore for Storage<B> {
         self.backend.list_docs(store, after, limit)
     }
 
-    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError> {
-        let open = self.backend.open_exports();
-        if open >= self.options.max_exports {
-            return Err(StorageError::TooManyExports(open));
+    fn export_open(&mut self, store: &StoreRef) -> Result<Option<(u64, u64)>, StorageError> {
+        if self.backend.open_exports() >= self.options.max_exports {
+            return Ok(None);
         }
-        self.backend.export_open(store)
+        self.backend.export_open(store).map(Some)
     }
 
     fn export_page(

@@ -110,24 +110,36 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
     ) -> Result<(), S::Error> {
         let mut pages = DocPages::new(store, self.config.page_docs);
         while let Some(ids) = pages.next(&mut self.store)? {
-            let mut page = Vec::new();
-            let mut bytes = 0;
-            for (doc, key) in ids {
-                let saved = self.store.saved(store, doc, &key)?;
-                bytes += saved.len();
-                page.push(DocData { doc, key, payload: Payload::Document(saved) });
-                if bytes >= self.config.page_bytes {
-                    let docs = std::mem::take(&mut page);
-                    out.send(conn, &Message::Changes { store: store.clone(), docs, cursor: None });
-                    bytes = 0;
-                }
-            }
-            if !page.is_empty() {
-                out.send(conn, &Message::Changes { store: store.clone(), docs: page, cursor: None });
+            let send = |out: &mut HubOutput, docs| out.send(conn, &Message::Changes { store: store.clone(), docs, cursor: None });
+            let rest = self.saved_pages(store, ids, |docs| send(out, docs))?;
+            if !rest.is_empty() {
+                send(out, rest);
             }
         }
         out.send(conn, &Message::CaughtUp { store: store.clone(), cursor: head });
         Ok(())
+    }
+
+    /// The documents `ids`, saved, handed to `send` in pages of about `page_bytes` as they
+    /// fill; returns the last page, not yet sent (it may be empty).
+    pub(super) fn saved_pages(
+        &mut self,
+        store: &StoreRef,
+        ids: impl IntoIterator<Item = (DocId, Vec<u8>)>,
+        mut send: impl FnMut(Vec<DocData>),
+    ) -> Result<Vec<DocData>, S::Error> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for (doc, key) in ids {
+            let saved = self.store.saved(store, doc, &key)?;
+            bytes += saved.len();
+            page.push(DocData { doc, key, payload: Payload::Document(saved) });
+            if bytes >= self.config.page_bytes {
+                send(std::mem::take(&mut page));
+                bytes = 0;
+            }
+        }
+        Ok(page)
     }
 
     /// Every document's heads, for repair; the last page says so (an empty store sends one

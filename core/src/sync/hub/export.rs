@@ -7,7 +7,7 @@
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::sync::auth::Authorizer;
-use crate::wire::{Cursor, DocData, DocRef, ErrorCode, Message, Payload};
+use crate::wire::{Cursor, DocRef, ErrorCode, Message};
 
 use super::{ConnId, Hub, HubOutput, HubStore};
 
@@ -39,7 +39,11 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                     out.refuse(conn, ErrorCode::Overloaded, None, detail, None);
                     return Ok(());
                 }
-                let (id, seq) = self.store.export_open(&store)?;
+                let Some((id, seq)) = self.store.export_open(&store)? else {
+                    let detail = "the hub holds as many exports as it can; retry later".to_owned();
+                    out.refuse(conn, ErrorCode::Overloaded, None, detail, None);
+                    return Ok(());
+                };
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.exports.insert(id, (store.clone(), seq));
                 }
@@ -81,18 +85,10 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         docs: Vec<DocRef>,
         out: &mut HubOutput,
     ) -> Result<(), S::Error> {
-        let mut page = Vec::new();
-        let mut bytes = 0;
-        for DocRef { doc, key } in docs {
-            let saved = self.store.saved(&store, doc, &key)?;
-            bytes += saved.len();
-            page.push(DocData { doc, key, payload: Payload::Document(saved) });
-            if bytes >= self.config.page_bytes {
-                let docs = std::mem::take(&mut page);
-                out.send(conn, &Message::Fetched { request, store: store.clone(), docs, last: false });
-                bytes = 0;
-            }
-        }
+        let ids = docs.into_iter().map(|DocRef { doc, key }| (doc, key));
+        let page = self.saved_pages(&store, ids, |docs| {
+            out.send(conn, &Message::Fetched { request, store: store.clone(), docs, last: false });
+        })?;
         out.send(conn, &Message::Fetched { request, store, docs: page, last: true });
         Ok(())
     }

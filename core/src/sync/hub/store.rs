@@ -52,9 +52,10 @@ pub trait HubStore {
     ) -> Result<Vec<(DocId, Vec<u8>)>, Self::Error>;
     /// Opens a consistent export of `store`: every page read from it sees the store as it is
     /// now, whatever is written meanwhile. Returns the export's id and the log sequence number
-    /// of that cut. Stores keep each document's heads and plain value ready, so an export reads
-    /// rows and loads no document.
-    fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), Self::Error>;
+    /// of that cut, or `None` when the store holds as many exports as it can (the request is
+    /// refused as `Overloaded`; nothing failed). Stores keep each document's heads and plain
+    /// value ready, so an export reads rows and loads no document.
+    fn export_open(&mut self, store: &StoreRef) -> Result<Option<(u64, u64)>, Self::Error>;
     /// The export's records after `after`, in document id order, at most `limit`; `None` if the
     /// store does not hold that export (any more).
     fn export_page(
