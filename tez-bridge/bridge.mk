@@ -16,7 +16,11 @@ test-bridge: tez-jvm
 	$(CARGO) build -p tidepool-hub --bins
 	$(CARGO) test -p tidepool-tez-bridge
 
+# End to end at 10k, 100k and 1M records (BRIDGE_BENCH_SIZES, BRIDGE_BENCH_ROUNDS to change):
+# snapshot from hub state to HDFS against a raw hdfs-native write, peak RSS of bridge and hub,
+# a whole enrich run with its phase split and write-back changes/s. Release builds.
 BENCH_TARGETS += bench-bridge
 .PHONY: bench-bridge
 bench-bridge: tez-jvm
-	$(CARGO) bench -p tidepool-tez-bridge --bench snapshot
+	$(CARGO) build --release -p tidepool-hub --bins
+	$(CARGO) bench -p tidepool-tez-bridge --bench bridge

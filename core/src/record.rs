@@ -389,6 +389,12 @@ impl Record {
         self.doc.fork_at(heads)
     }
 
+    /// The document itself, for a caller that is done with the record (write-back on a record
+    /// whose heads are already the ones it builds on).
+    pub(crate) fn into_doc(self) -> AutoCommit {
+        self.doc
+    }
+
     /// Which analytics run last wrote `field`, if any.
     pub fn provenance(&self, field: &str) -> Option<Provenance> {
         Provenance::read(&self.doc, field)

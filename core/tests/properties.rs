@@ -145,6 +145,16 @@ proptest! {
         // Also from a replica that already has the user's later edit.
         let from_later = wb.change(&mut user, &snapshot_heads, &results, WriteMode::Fields).unwrap();
         prop_assert_eq!(&first, &from_later);
+        // Without a fork (heads unchanged since the snapshot), also from the saved bytes a
+        // peer sends, and with a fork when they changed: the same bytes every way.
+        let fast = wb.change_consuming(bridge_copy.clone(), &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        prop_assert_eq!(&first, &fast);
+        let saved = Payload::Document(bridge_copy.save());
+        let loaded = Record::load(&store(), bridge_copy.encoded_key().to_vec(), &saved, &ActorId::from([9u8; 16])).unwrap();
+        let fast_loaded = wb.change_consuming(loaded, &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        prop_assert_eq!(&first, &fast_loaded);
+        let forked = wb.change_consuming(user.clone(), &snapshot_heads, &results, WriteMode::Fields).unwrap();
+        prop_assert_eq!(&first, &forked);
 
         if let Some(change) = first {
             user.apply(&Payload::Changes(vec![change.bytes.clone()])).unwrap();

@@ -163,6 +163,19 @@ impl RunFs {
         }
     }
 
+    /// Opens a file to read it a line at a time ([`Lines`]), so a file of any size costs a
+    /// chunk of memory.
+    pub async fn lines(&self, rel: &str) -> Result<Lines, FsError> {
+        let source = match self {
+            RunFs::Hdfs { client, base, .. } => Source::Hdfs(Box::new(client.read(&Self::hdfs_path(base, rel)).await?)),
+            RunFs::Local { base } => {
+                let p = base.join(rel);
+                Source::Local(std::fs::File::open(&p).map_err(local_err(&p))?, p)
+            }
+        };
+        Ok(Lines { source, buf: Vec::new(), start: 0, line: 0, done: false })
+    }
+
     pub async fn exists(&self, rel: &str) -> Result<bool, FsError> {
         match self {
             RunFs::Hdfs { client, base, .. } => match client.get_file_info(&Self::hdfs_path(base, rel)).await {
@@ -233,6 +246,69 @@ impl RunFs {
     }
 }
 
+/// Bytes read from a file per chunk.
+const READ_CHUNK: usize = 1 << 20;
+
+enum Source {
+    Hdfs(Box<hdfs_native::file::FileReader>),
+    Local(std::fs::File, PathBuf),
+}
+
+/// A file read line by line (`\n`-terminated; a last line without one counts too), holding one
+/// chunk and the line that spans it.
+pub struct Lines {
+    source: Source,
+    buf: Vec<u8>,
+    start: usize,
+    line: usize,
+    done: bool,
+}
+
+impl std::fmt::Debug for Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines").field("line", &self.line).field("done", &self.done).finish()
+    }
+}
+
+impl Lines {
+    async fn fill(&mut self) -> Result<(), FsError> {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let chunk = match &mut self.source {
+            Source::Hdfs(reader) => reader.read_bytes(READ_CHUNK).await?,
+            Source::Local(file, path) => {
+                use std::io::Read;
+                let mut chunk = vec![0; READ_CHUNK];
+                let n = file.read(&mut chunk).map_err(local_err(path))?;
+                chunk.truncate(n);
+                Bytes::from(chunk)
+            }
+        };
+        self.done = chunk.is_empty();
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    /// The next line (without its `\n`) and its 1-based number, or `None` at the end.
+    pub async fn next_line(&mut self) -> Result<Option<(usize, &[u8])>, FsError> {
+        loop {
+            let newline = self.buf[self.start..].iter().position(|b| *b == b'\n');
+            let end = match newline {
+                Some(i) => Some((self.start + i, self.start + i + 1)),
+                None if self.done && self.start < self.buf.len() => Some((self.buf.len(), self.buf.len())),
+                None if self.done => return Ok(None),
+                None => None,
+            };
+            if let Some((end, next)) = end {
+                let start = std::mem::replace(&mut self.start, next);
+                self.line += 1;
+                return Ok(Some((self.line, &self.buf[start..end])));
+            }
+            self.fill().await?;
+        }
+    }
+}
+
 /// Why a TCP connection to `authority` fails, if it does (a name service that is not a host
 /// name fails to resolve, which says as much).
 async fn tcp_probe(authority: &str) -> Option<String> {
@@ -265,5 +341,20 @@ mod tests {
         fs.delete("job/r1").await.unwrap();
         assert!(!fs.exists("job/r1").await.unwrap());
         assert!(RunFs::open("hdfs://no-path").is_err());
+    }
+
+    #[tokio::test]
+    async fn lines_span_chunks_and_count_a_last_line_without_newline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RunFs::open(tmp.path().to_str().unwrap()).unwrap();
+        let long = "x".repeat(READ_CHUNK + 10);
+        fs.write("f", [Bytes::from(format!("a\n\n{long}\nlast"))]).await.unwrap();
+        let mut lines = fs.lines("f").await.unwrap();
+        let mut seen = Vec::new();
+        while let Some((n, line)) = lines.next_line().await.unwrap() {
+            seen.push((n, line.len()));
+        }
+        assert_eq!(seen, vec![(1, 1), (2, 0), (3, long.len()), (4, 4)]);
+        assert!(fs.lines("missing").await.is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! `status` can tell where every run stands and a failed phase writes nothing back.
 
 pub mod fs;
+pub mod heads;
 pub mod job;
 pub mod link;
 pub mod output;

@@ -1,5 +1,4 @@
-//! Reading what a Tez DAG wrote: the `_SUCCESS` marker and the part files' JSON Lines, parsed
-//! completely before anything is written back.
+//! Reading what a Tez DAG wrote: the part files' JSON Lines, a line at a time.
 
 use std::collections::BTreeMap;
 
@@ -38,41 +37,45 @@ fn object(json: &Json, what: &str) -> Result<BTreeMap<String, Value>, String> {
     }
 }
 
-fn lines<'a>(file: &'a str, text: &'a str) -> impl Iterator<Item = Result<(usize, Json), OutputError>> + 'a {
-    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(move |(i, l)| {
-        serde_json::from_str(l).map(|j| (i + 1, j)).map_err(|e| OutputError::Parse {
-            file: file.to_owned(),
-            line: i + 1,
-            detail: e.to_string(),
-        })
-    })
+/// One output line as JSON; `None` for a blank line.
+fn json_line(file: &str, line: usize, bytes: &[u8]) -> Result<Option<Json>, OutputError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes)
+        .map(Some)
+        .map_err(|e| OutputError::Parse { file: file.to_owned(), line, detail: e.to_string() })
 }
 
-/// Parses per-record results: `{"key": k, "doc": "<hex>", "fields": {...}}` per line.
+/// Parses one per-record result line, `{"key": k, "doc": "<hex>", "fields": {...}}` (`None`
+/// for a blank line).
+pub fn field_line(file: &str, line: usize, bytes: &[u8]) -> Result<Option<FieldResult>, OutputError> {
+    let Some(json) = json_line(file, line, bytes)? else { return Ok(None) };
+    let err = |detail: String| OutputError::Parse { file: file.to_owned(), line, detail };
+    let key = key_from_json(&json["key"]).map_err(|e| err(format!("key: {e}")))?;
+    let doc = json["doc"].as_str().and_then(DocId::from_hex).ok_or_else(|| err("doc is not a document id".into()))?;
+    let fields = object(&json["fields"], "fields").map_err(err)?;
+    Ok(Some(FieldResult { doc, key, fields }))
+}
+
+/// Parses one per-group result line, `{"key": [g1, ...], "value": {...}}` (`None` for a blank
+/// line).
+pub fn group_line(file: &str, line: usize, bytes: &[u8]) -> Result<Option<GroupResult>, OutputError> {
+    let Some(json) = json_line(file, line, bytes)? else { return Ok(None) };
+    let err = |detail: String| OutputError::Parse { file: file.to_owned(), line, detail };
+    let key = group_key(&json["key"]).map_err(err)?;
+    let value = object(&json["value"], "value").map_err(err)?;
+    Ok(Some(GroupResult { key, value }))
+}
+
+/// Parses a whole text of per-record results.
 pub fn parse_fields(file: &str, text: &str) -> Result<Vec<FieldResult>, OutputError> {
-    lines(file, text)
-        .map(|r| {
-            let (line, json) = r?;
-            let err = |detail: String| OutputError::Parse { file: file.to_owned(), line, detail };
-            let key = key_from_json(&json["key"]).map_err(|e| err(format!("key: {e}")))?;
-            let doc = json["doc"].as_str().and_then(DocId::from_hex).ok_or_else(|| err("doc is not a document id".into()))?;
-            let fields = object(&json["fields"], "fields").map_err(err)?;
-            Ok(FieldResult { doc, key, fields })
-        })
-        .collect()
+    text.lines().enumerate().filter_map(|(i, l)| field_line(file, i + 1, l.as_bytes()).transpose()).collect()
 }
 
-/// Parses per-group results: `{"key": [g1, ...], "value": {...}}` per line.
+/// Parses a whole text of per-group results.
 pub fn parse_groups(file: &str, text: &str) -> Result<Vec<GroupResult>, OutputError> {
-    lines(file, text)
-        .map(|r| {
-            let (line, json) = r?;
-            let err = |detail: String| OutputError::Parse { file: file.to_owned(), line, detail };
-            let key = group_key(&json["key"]).map_err(err)?;
-            let value = object(&json["value"], "value").map_err(err)?;
-            Ok(GroupResult { key, value })
-        })
-        .collect()
+    text.lines().enumerate().filter_map(|(i, l)| group_line(file, i + 1, l.as_bytes()).transpose()).collect()
 }
 
 /// The results-store key of a group: a single string or number group value is the key itself;

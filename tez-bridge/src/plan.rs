@@ -1,12 +1,13 @@
 //! Turning results into write-back changes: deterministic, on the snapshot's heads, validated
 //! against the snapshot before anything is sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
 use tidepool_core::{DocId, Record, StoreRef, WriteBack, WriteBackError, WriteMode};
 
+use crate::heads::DocHeads;
 use crate::output::{FieldResult, GroupResult};
 
 /// A change ready to send to the hub.
@@ -18,6 +19,8 @@ pub struct PlannedChange {
     /// The change's hash: once applied on the snapshot heads, the document's only head.
     pub hash: ChangeHash,
     pub bytes: Vec<u8>,
+    /// The hub already has it (the run was written back before): nothing to send.
+    pub known: bool,
 }
 
 #[derive(Debug, Error)]
@@ -34,28 +37,43 @@ pub enum PlanError {
     Record(#[from] tidepool_core::RecordError),
 }
 
-/// Field results onto the snapshotted records. `records` are the bridge's copies (they may be
-/// newer than the snapshot); `heads` are the snapshot's.
+/// Field results onto the snapshotted records. `records` are the documents as the hub has them
+/// now (they may be newer than the snapshot), consumed: a record nobody changed since the
+/// snapshot gets its change built on the document itself, without a fork. `heads` are the
+/// snapshot's.
 pub fn field_changes(
     wb: &WriteBack,
     store: &StoreRef,
     results: &[FieldResult],
-    heads: &HashMap<DocId, Vec<ChangeHash>>,
-    records: &mut BTreeMap<DocId, Record>,
+    heads: &DocHeads,
+    mut records: BTreeMap<DocId, Record>,
 ) -> Result<Vec<PlannedChange>, PlanError> {
     let mut out = Vec::with_capacity(results.len());
     for r in results {
-        let (Some(h), Some(record)) = (heads.get(&r.doc), records.get_mut(&r.doc)) else {
+        let (Some(h), Some(mut record)) = (heads.get(&r.doc), records.remove(&r.doc)) else {
             return Err(PlanError::UnknownDoc(r.doc));
         };
         if record.key().ok().as_ref() != Some(&r.key) {
             return Err(PlanError::KeyMismatch { doc: r.doc, key: format!("{:?}", r.key) });
         }
-        let change = wb
-            .change(record, h, &r.fields, WriteMode::Fields)
-            .map_err(|source| PlanError::WriteBack { doc: r.doc, source })?;
-        if let Some(c) = change {
-            out.push(PlannedChange { store: store.clone(), doc: r.doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
+        let key = record.encoded_key().to_vec();
+        let mut now = record.heads();
+        now.sort();
+        let mut at = h.to_vec();
+        at.sort();
+        let err = |source| PlanError::WriteBack { doc: r.doc, source };
+        let planned = if now == at {
+            // Unchanged since the snapshot, so the hub cannot have this run's change yet.
+            wb.change_consuming(record, h, &r.fields, WriteMode::Fields).map_err(err)?.map(|c| (c, false))
+        } else {
+            let change = wb.change(&mut record, h, &r.fields, WriteMode::Fields).map_err(err)?;
+            change.map(|c| {
+                let known = record.has_change(&c.hash);
+                (c, known)
+            })
+        };
+        if let Some((c, known)) = planned {
+            out.push(PlannedChange { store: store.clone(), doc: r.doc, key, hash: c.hash, bytes: c.bytes, known });
         }
     }
     Ok(out)
@@ -86,14 +104,14 @@ pub fn group_changes(
             .change(record, &heads, &g.value, WriteMode::WholeRecord)
             .map_err(|source| PlanError::WriteBack { doc, source })?;
         if let Some(c) = change {
-            out.push(PlannedChange { store: results_store.clone(), doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
+            out.push(PlannedChange { store: results_store.clone(), doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes, known: false });
         }
     }
     for (doc, record) in existing.iter_mut().filter(|(doc, _)| !named.contains(*doc)) {
         let heads = record.heads();
         let change = wb.delete(record, &heads).map_err(|source| PlanError::WriteBack { doc: *doc, source })?;
         if let Some(c) = change {
-            out.push(PlannedChange { store: results_store.clone(), doc: *doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes });
+            out.push(PlannedChange { store: results_store.clone(), doc: *doc, key: record.encoded_key().to_vec(), hash: c.hash, bytes: c.bytes, known: false });
         }
     }
     Ok(out)
@@ -111,21 +129,29 @@ mod tests {
         let store = StoreRef::new("app", "todos");
         let mut user = Record::new(&store, &Key::from("a"), &ActorId::from([1u8; 16])).unwrap();
         user.put(&object! { "title" => "x", "hours" => 2i64 }, 0).unwrap();
-        let heads: HashMap<_, _> = [(user.id(), user.heads())].into();
+        let heads: DocHeads = [(user.id(), user.heads())].into_iter().collect();
+        let unchanged = user.clone();
         user.put(&object! { "title" => "edited", "hours" => 2i64 }, 1).unwrap();
-        let mut records: BTreeMap<_, _> = [(user.id(), user.clone())].into();
+        let records = |r: &Record| -> BTreeMap<_, _> { [(r.id(), r.clone())].into() };
         let results = vec![FieldResult { doc: user.id(), key: Key::from("a"), fields: [("score".into(), Value::Int(4))].into() }];
         let wb = WriteBack::new("score", "run-1");
-        let planned = field_changes(&wb, &store, &results, &heads, &mut records).unwrap();
-        assert_eq!(planned, field_changes(&wb, &store, &results, &heads, &mut records).unwrap());
+        let planned = field_changes(&wb, &store, &results, &heads, records(&user)).unwrap();
+        assert_eq!(planned, field_changes(&wb, &store, &results, &heads, records(&user)).unwrap());
+        assert!(!planned[0].known);
+        // Built without a fork on a record nobody edited since: the same change.
+        let fast = field_changes(&wb, &store, &results, &heads, [(user.id(), unchanged)].into()).unwrap();
+        assert_eq!(planned, fast);
         user.apply(&Payload::Changes(vec![planned[0].bytes.clone()])).unwrap();
+        // A retried run finds the change at the hub already.
+        let again = field_changes(&wb, &store, &results, &heads, records(&user)).unwrap();
+        assert!(again[0].known && again[0].hash == planned[0].hash);
         assert_eq!(user.get_plain().unwrap(), Some(object! { "title" => "edited", "hours" => 2i64, "score" => 4i64 }));
         assert_eq!(user.provenance("score").map(|p| p.run), Some("run-1".to_owned()));
 
         let stranger = vec![FieldResult { doc: DocId([0; 16]), key: Key::from("zz"), fields: BTreeMap::new() }];
-        assert!(matches!(field_changes(&wb, &store, &stranger, &heads, &mut records), Err(PlanError::UnknownDoc(_))));
+        assert!(matches!(field_changes(&wb, &store, &stranger, &heads, records(&user)), Err(PlanError::UnknownDoc(_))));
         let wrong_key = vec![FieldResult { doc: user.id(), key: Key::from("b"), fields: BTreeMap::new() }];
-        assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, &mut records), Err(PlanError::KeyMismatch { .. })));
+        assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, records(&user)), Err(PlanError::KeyMismatch { .. })));
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! neither the records nor the manifest's document list are ever held whole (the list streams to
 //! `_manifest_docs.jsonl`).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
@@ -15,8 +13,7 @@ use tidepool_core::wire::{Cursor, ExportRecord};
 use tidepool_core::{DocId, Key, KeyError, Record, RecordError, Value};
 use tidepool_json::{JsonKey, JsonValue, key_to_json};
 
-/// Heads per document: what a snapshot saw, or what its write-back left.
-pub type DocHeads = HashMap<DocId, Vec<ChangeHash>>;
+pub use crate::heads::DocHeads;
 
 /// An export record that cannot become a snapshot line.
 #[derive(Debug, Error)]
@@ -134,7 +131,7 @@ impl SnapshotWriter {
             let _ = serde_json::to_writer(&mut *docs, e);
             docs.push(b'\n');
         };
-        if before == Some(&heads) {
+        if before == Some(heads.as_slice()) {
             write_entry(docs, &entry(deleted, true));
             return Ok(());
         }
@@ -255,7 +252,7 @@ mod tests {
         assert_eq!(line["heads"], json!(records[0].heads.iter().map(ToString::to_string).collect::<Vec<_>>()));
         assert_eq!(text.lines().count(), 1);
         assert_eq!((snap.manifest.records, snap.manifest.deleted, snap.manifest.hub_seq), (1, 1, 7));
-        assert_eq!(snap.heads()[&records[0].doc], records[0].heads);
+        assert_eq!(snap.heads().get(&records[0].doc), Some(records[0].heads.as_slice()));
         assert_eq!(snap.docs.len(), 2);
     }
 

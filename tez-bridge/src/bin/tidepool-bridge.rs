@@ -252,8 +252,9 @@ async fn command(command: Command) -> Result<()> {
                 None => None,
             };
             let state = match existing {
-                Some(state) => state,
-                None => {
+                // A snapshot that never finished starts over under the same id.
+                Some(state) if state.phase != run::Phase::Snapshotting => state,
+                _ => {
                     let id = run_id.unwrap_or_else(fresh_run_id);
                     run::snapshot(&fs, &spec, &link, &id, &bars).await?
                 }
