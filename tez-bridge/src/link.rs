@@ -40,6 +40,13 @@ fn refusal_hint(code: Option<ErrorCode>, store: &StoreRef) -> String {
 /// How long to wait for the hub before giving up on a phase.
 pub const HUB_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Changes sent and not yet known to be acknowledged.
+#[derive(Debug)]
+#[must_use = "finish_send tells whether the hub stored the changes"]
+pub struct Sending {
+    ids: Vec<(u64, StoreRef)>,
+}
+
 #[derive(Debug)]
 pub struct Link {
     client: Client,
@@ -125,14 +132,26 @@ impl Link {
     /// Sends changes without keeping their documents and waits until the hub acknowledged
     /// every one; returns how many were sent.
     pub async fn send(&self, changes: &[PlannedChange]) -> Result<usize, LinkError> {
+        let sent = self.start_send(changes)?;
+        self.finish_send(sent).await
+    }
+
+    /// Sends changes without keeping their documents or waiting for the hub: the caller does
+    /// other work (the next batch) while the hub stores them, then [`Link::finish_send`].
+    pub fn start_send(&self, changes: &[PlannedChange]) -> Result<Sending, LinkError> {
         let mut ids = Vec::with_capacity(changes.len());
         for c in changes {
-            ids.push((self.client.send_change(&c.store, c.doc, &c.key, c.bytes.clone())?, &c.store));
+            ids.push((self.client.send_change(&c.store, c.doc, &c.key, c.bytes.clone())?, c.store.clone()));
         }
-        for (id, store) in &ids {
+        Ok(Sending { ids })
+    }
+
+    /// Waits until the hub acknowledged every change of `sent`; returns how many there were.
+    pub async fn finish_send(&self, sent: Sending) -> Result<usize, LinkError> {
+        for (id, store) in &sent.ids {
             self.acked(*id, store).await?;
         }
-        Ok(ids.len())
+        Ok(sent.ids.len())
     }
 
     pub async fn close(self) {

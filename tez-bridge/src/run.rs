@@ -591,35 +591,39 @@ async fn write_fields(
     let sending = async move {
         let (mut sent, mut done) = (0, 0);
         let mut batch = Vec::with_capacity(WRITE_BACK_BATCH);
-        let mut flush = async |batch: &mut Vec<output::FieldResult>| -> Result<(), RunError> {
-            let records = link.fetch(source, batch).await?;
-            let changes = plan::field_changes(wb, source, batch, heads, records)?;
-            let mut lines = Vec::new();
-            for c in &changes {
-                let entry = WrittenDoc { doc: c.doc.to_hex(), heads: vec![c.hash.to_string()] };
-                let _ = serde_json::to_writer(&mut lines, &entry);
-                lines.push(b'\n');
+        // One batch is stored by the hub while the next is fetched and built.
+        let mut in_flight: Option<(crate::link::Sending, Bytes, usize)> = None;
+        let mut flush = async |batch: &mut Vec<output::FieldResult>, last: bool| -> Result<(), RunError> {
+            if !batch.is_empty() {
+                let records = link.fetch(source, batch).await?;
+                let changes = plan::field_changes(wb, source, batch, heads, records)?;
+                let mut lines = Vec::new();
+                for c in &changes {
+                    let entry = WrittenDoc { doc: c.doc.to_hex(), heads: vec![c.hash.to_string()] };
+                    let _ = serde_json::to_writer(&mut lines, &entry);
+                    lines.push(b'\n');
+                }
+                let fresh: Vec<PlannedChange> = changes.into_iter().filter(|c| !c.known).collect();
+                let sending = link.start_send(&fresh)?;
+                if let Some(earlier) = in_flight.replace((sending, Bytes::from(lines), batch.len())) {
+                    finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
+                }
+                batch.clear();
             }
-            let fresh: Vec<PlannedChange> = changes.into_iter().filter(|c| !c.known).collect();
-            sent += link.send(&fresh).await?;
-            // A closed channel means the file's writer failed; its error is the one reported.
-            let _ = tx.send(Bytes::from(lines)).await;
-            done += batch.len();
-            progress.count("write-back", done, total);
-            batch.clear();
+            if last && let Some(earlier) = in_flight.take() {
+                finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
+            }
             Ok(())
         };
         each_line(fs, output_rel, parts, output::field_line, async |r| {
             batch.push(r);
             if batch.len() == WRITE_BACK_BATCH {
-                flush(&mut batch).await?;
+                flush(&mut batch, false).await?;
             }
             Ok(())
         })
         .await?;
-        if !batch.is_empty() {
-            flush(&mut batch).await?;
-        }
+        flush(&mut batch, true).await?;
         drop(flush);
         Ok::<_, RunError>(sent)
     };
@@ -627,6 +631,25 @@ async fn write_fields(
     let sent = sent?;
     written?;
     Ok(sent)
+}
+
+/// Waits for a sent batch's acknowledgements, then records its documents in `_written.jsonl`
+/// (only what the hub stored counts as written) and reports progress.
+async fn finish(
+    link: &Link,
+    (sending, lines, results): (crate::link::Sending, Bytes, usize),
+    written: &tokio::sync::mpsc::Sender<Bytes>,
+    sent: &mut usize,
+    done: &mut usize,
+    total: usize,
+    progress: &dyn Progress,
+) -> Result<(), RunError> {
+    *sent += link.finish_send(sending).await?;
+    // A closed channel means the file's writer failed; its error is the one reported.
+    let _ = written.send(lines).await;
+    *done += results;
+    progress.count("write-back", *done, total);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -241,8 +241,9 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     // Well into the Tez phase (JVM and Tez start-up); meanwhile the runner's temporary files
     // appear in the bridge's scratch directory, not in /tmp.
     let mut in_scratch = BTreeSet::new();
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    let waiting = Instant::now();
+    while !in_scratch.iter().any(|n: &String| n.starts_with("tidepool-tez-")) && waiting.elapsed() < TIMEOUT {
+        assert!(child.try_wait().expect("wait").is_none(), "the bridge ended during the Tez phase");
         in_scratch.extend(scratch_entries(bridge_pid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
