@@ -71,6 +71,19 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def runs(group):
+    failed = sum(1 for r in group if r.get("failed"))
+    return f"{len(group)} ({failed} failed)" if failed else str(len(group))
+
+
+def failures(rows, md):
+    bad = [r for r in rows if r.get("failed")]
+    if bad:
+        md.append("Failed runs (counted as 0% finished, not converged):\n")
+        md += [f"- {r['system']}, " + (f"{r['clients']} clients, " if "clients" in r else "") + f"{r.get('records')} records: {r['failed']}" for r in bad]
+        md.append("")
+
+
 def times(v):
     return "n/a" if v is None else f"{v:,.1f}x"
 
@@ -164,11 +177,12 @@ def section_load(rows, md):
                                                         "server_peak_rss_mib", "client_cpu_s")}
             s["converged"] = all(r.get("converged") for r in g)
             stats[(n, system)] = s
-            out.append([n, system, len(g), fmt(s["writes_per_s"], 1), fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1),
+            out.append([n, system, runs(g), fmt(s["writes_per_s"], 1), fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1),
                         f"{s['finished'] * 100:.0f}%", fmt(s["converged"]), fmt(s["server_cpu_s"], 1),
                         fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 1),
                         ", ".join(f"{r.get('load_before', 0):.1f}" for r in g)])
     md.append(table(header, out) + "\n")
+    failures(rows, md)
     ratios = paired_ratios(rows, "clients", "writes_per_s")
     p99 = paired_ratios(rows, "clients", "p99_ms", invert=True)
     cpu_per_write = {}
@@ -217,11 +231,12 @@ def section_sync(rows, md):
             s = {k: med([r.get(k) for r in g]) for k in ("seconds", "fetched", "server_cpu_s", "server_peak_rss_mib", "client_cpu_s")}
             s["finished"] = all(r.get("finished") for r in g)
             stats[(n, system)] = s
-            out.append([n, system, len(g), fmt(s["seconds"], 2), fmt(s["fetched"]), fmt(s["finished"]),
+            out.append([n, system, runs(g), fmt(s["seconds"], 2), fmt(s["fetched"]), fmt(s["finished"]),
                         fmt(s["server_cpu_s"], 2), fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 2),
                         ", ".join(f"{r.get('load_before', 0):.1f}" for r in g)])
     md.append(table(["records", "system", "runs", "seconds", "fetched", "finished", "server CPU s", "server peak RSS MiB",
                      "client CPU s", "load before"], out) + "\n")
+    failures(rows, md)
     ratios = paired_ratios(rows, "records", "records_per_s")
     md.append(table(["records", "records/s, Tidepool / automerge-repo (automerge-repo's capped runs count what they fetched)"],
                     [[n, times(ratios.get(n))] for n in sizes]) + "\n")

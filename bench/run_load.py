@@ -134,10 +134,10 @@ def percentile(sorted_ms, p):
     return sorted_ms[min(len(sorted_ms) - 1, round(p / 100 * (len(sorted_ms) - 1)))]
 
 
-def seed(system, server, work, records, fields, env):
+def seed(system, server, work, records, fields, env, cap):
     docs = os.path.join(work, "docs.json")
     out = subprocess.run(client_cmd(system, server, "seed", records=records, fields=fields, docs=docs),
-                         capture_output=True, text=True, env=env, timeout=3600)
+                         capture_output=True, text=True, env=env, timeout=max(120, 3 * cap))
     if out.returncode != 0:
         raise SystemExit(f"seeding failed: {out.stderr[-2000:]}")
     return docs, last_json(out.stdout)
@@ -151,7 +151,7 @@ def run_load(a, work, env):
         if a.system == "automerge-repo":
             # automerge-repo documents exist before anyone writes to them; Tidepool records are
             # created by their first put. Creating them is not timed.
-            docs, _ = seed(a.system, server, work, a.records, 0, env)
+            docs, _ = seed(a.system, server, work, a.records, 0, env, a.cap)
         procs = max(1, min(a.procs, a.clients))
         parts = []
         first = 0
@@ -227,7 +227,7 @@ def run_initial_sync(a, work, env):
     load_before = load_average()
     server = Server(a.system, work)
     try:
-        docs, seeded = seed(a.system, server, work, a.records, a.fields, env)
+        docs, seeded = seed(a.system, server, work, a.records, a.fields, env, a.cap)
         cpu0 = server.cpu()
         fresh = subprocess.Popen(client_cmd(a.system, server, "fresh", cap=a.cap, docs=docs), stdout=subprocess.PIPE,
                                  text=True, env=env)
@@ -263,21 +263,27 @@ def main():
     a = p.parse_args()
     env = dict(os.environ, CONVERGE_S=str(a.converge), RUST_LOG=os.environ.get("RUST_LOG", "warn"))
     work = tempfile.mkdtemp(prefix="tidepool-bench-")
+    started = time.monotonic()
     try:
-        started = time.monotonic()
         result = run_load(a, work, env) if a.mode == "load" else run_initial_sync(a, work, env)
-        result["wall_s"] = time.monotonic() - started
-        result["section"] = a.section or a.mode
-        result["run"] = " ".join(["bench/run_load.py"] + sys.argv[1:])
-        print(json.dumps(result), flush=True)
-    except BaseException:
+    except (Exception, SystemExit) as e:
+        # A run that fails is a result too (the peer gave up, or a load process did): it is
+        # reported as such and the next run goes on.
         for name in sorted(os.listdir(work)):
             if name.endswith(".log"):
                 with open(os.path.join(work, name), errors="replace") as f:
                     sys.stderr.write(f"--- {name}\n{f.read()[-3000:]}\n")
-        raise
+        result = {"system": a.system, "clients": a.clients, "records": a.records, "planned": a.ops,
+                  "finished": 0.0, "converged": False, "fetched": 0, "load_before": load_average(),
+                  "failed": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
+        if a.mode != "load":
+            del result["clients"], result["planned"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result["wall_s"] = time.monotonic() - started
+    result["section"] = a.section or a.mode
+    result["run"] = " ".join(["bench/run_load.py"] + sys.argv[1:])
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

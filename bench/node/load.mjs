@@ -68,18 +68,20 @@ async function pool(items, f) {
       out[i] = await f(items[i])
     }
   }
-  await Promise.all(Array.from({ length: Number(process.env.FIND_CONCURRENCY ?? 50) }, worker))
+  await Promise.all(Array.from({ length: Number(process.env.FIND_CONCURRENCY ?? 20) }, worker))
   return out
 }
 
-// The server sometimes answers that a document it holds is unavailable; asking again finds it.
+// Under load the server sometimes answers that a document it holds is unavailable, and the Repo
+// then keeps answering so from its cache; dropping the handle and asking again finds it.
 async function findRetrying(repo, url) {
   for (let attempt = 1; ; attempt++) {
     try {
       return await repo.find(url)
     } catch (e) {
-      if (attempt >= 5) throw e
-      await sleep(1000 * attempt)
+      if (attempt >= 8) throw e
+      await repo.removeFromCache(url.slice("automerge:".length))
+      await sleep(500 * attempt)
     }
   }
 }
@@ -121,7 +123,7 @@ async function pool(items, f) {
       out[i] = await f(items[i])
     }
   }
-  await Promise.all(Array.from({ length: Number(process.env.FIND_CONCURRENCY ?? 50) }, worker))
+  await Promise.all(Array.from({ length: Number(process.env.FIND_CONCURRENCY ?? 20) }, worker))
   return out
 }
 
