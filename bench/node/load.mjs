@@ -72,18 +72,15 @@ async function pool(items, f) {
   return out
 }
 
-// Under load the server sometimes answers that a document it holds is unavailable, and the Repo
-// then keeps answering so from its cache; dropping the handle and asking again finds it.
+// Under load the server sometimes answers that a document it holds is unavailable (it had not
+// loaded it from storage yet). It remembers that this peer wants the document and sends it once it
+// has it, so an unavailable handle is given time to become ready.
 async function findRetrying(repo, url) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await repo.find(url)
-    } catch (e) {
-      if (attempt >= 8) throw e
-      await repo.removeFromCache(url.slice("automerge:".length))
-      await sleep(500 * attempt)
-    }
-  }
+  const handle = await repo.find(url, { allowableStates: ["ready", "unavailable"] })
+  if (handle.isReady()) return handle
+  await Promise.race([handle.whenReady(["ready"]).catch(() => {}), sleep(60_000)])
+  if (handle.isReady()) return handle
+  throw new Error(`${url} stayed unavailable for 60 s`)
 }
 
 async function seed([url, docs, fields, out]) {
