@@ -14,7 +14,7 @@ test: $(TEST_TARGETS)
 # Each benchmark target runs through bench/capture.sh, which keeps its result lines (a failing one
 # is recorded as not measured and the others still run); then BENCHMARKS.md is regenerated.
 bench:
-	@for t in $(BENCH_TARGETS); do MAKE="$(MAKE)" bench/capture.sh $$t; done
+	@for t in $(BENCH_TARGETS); do bench/capture.sh $$t; done
 	$(MAKE) --no-print-directory bench-report
 
 deps-rust:
