@@ -72,11 +72,14 @@ def fmt(v, digits=0):
 
 
 def runs(group):
-    failed = sum(1 for r in group if r.get("failed"))
+    failed = sum(1 for r in group if r.get("failed") or r.get("setup_finished") is False)
     return f"{len(group)} ({failed} failed)" if failed else str(len(group))
 
 
 def failures(rows, md):
+    for r in rows:
+        if r.get("setup_finished") is False and not r.get("failed"):
+            r["failed"] = f"setup (every client fetching every document) did not finish within the cap ({r.get('setup_s', 0):.0f} s)"
     bad = [r for r in rows if r.get("failed")]
     if bad:
         md.append("Failed runs (counted as 0% finished, not converged):\n")
@@ -163,6 +166,11 @@ def section_load(rows, md):
         "confirmed by then. Server CPU is measured from the start of writing to convergence; peak RSS is the "
         "server's VmHWM over the whole run (setup included). Medians over the repetitions; the ratio is the median "
         "of per-repetition ratios of runs done back to back.\n")
+    params = sorted({(r.get("planned"), r.get("window"), r.get("procs"), r.get("records")) for r in rows if r.get("window")})
+    caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
+    md.append("Parameters of these runs: " + "; ".join(f"{o:,} planned writes, window {w}, clients over {p} processes, "
+                                                     f"{rec:,} records" for o, w, p, rec in params if o is not None)
+              + (f"; cap {', '.join(caps)} s" if caps else "") + ".\n")
     header = ["clients", "system", "runs", "writes/s", "p50 ms", "p99 ms", "finished", "converged", "server CPU s",
               "server peak RSS MiB", "client CPU s", "load before"]
     out = []
@@ -221,6 +229,9 @@ def section_sync(rows, md):
               "every document by URL (it has no notion of a store). Times include the fresh client's connection. "
               "The automerge-repo client is capped; `fetched` says how many records it had by then.\n")
     sizes = sorted({r["records"] for r in rows})
+    caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
+    if caps:
+        md.append(f"Cap of these runs: {', '.join(caps)} s (seeding is capped at three times that).\n")
     out = []
     stats = {}
     for n in sizes:
@@ -276,6 +287,11 @@ def main():
           "measured in the same run where there is one; absolute numbers depend on the machine and on what else ran "
           "on it (the load average before each run is recorded).\n",
           "Machine: " + "; ".join(machine()) + ".\n"]
+    busy = [r.get("load_before") for r in rows if isinstance(r.get("load_before"), (int, float))]
+    if busy and max(busy) > (os.cpu_count() or 1):
+        md.append(f"**The machine was busy during these runs** (load average before a run up to {max(busy):.1f} on "
+                  f"{os.cpu_count()} cores): absolute figures and even ratios are noisy; rerun on an idle machine "
+                  "before quoting them.\n")
     pending = [
         "Bridge end to end, hub state to files on HDFS, against a raw hdfs-native write of the same bytes at 10k, 100k "
         "and 1M records; bridge peak RSS; cold and warm DAG time on YARN: **pending** (built with the bridge-at-scale "
