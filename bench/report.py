@@ -165,7 +165,10 @@ def section_load(rows, md):
         "were confirmed, or the cap. automerge-repo runs are capped; `finished` is the share of the planned writes "
         "confirmed by then. Server CPU is measured from the start of writing to convergence; peak RSS is the "
         "server's VmHWM over the whole run (setup included). Medians over the repetitions; the ratio is the median "
-        "of per-repetition ratios of runs done back to back.\n")
+        "of per-repetition ratios of runs done back to back. automerge-repo is 2.5.6 from npm "
+        "(bench/node/package-lock.json); its CBOR codec runs without the optional native extractor, whose "
+        "prebuilt 2.2.3 packages are not on the registry. Tidepool's hub commits to SQLite before it "
+        "acknowledges; the automerge-repo server saves to files on its own schedule.\n")
     params = sorted({(r.get("planned"), r.get("window"), r.get("procs"), r.get("records")) for r in rows if r.get("window")})
     caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
     md.append("Parameters of these runs: " + "; ".join(f"{o:,} planned writes, window {w}, clients over {p} processes, "
@@ -226,7 +229,8 @@ def section_sync(rows, md):
     md.append("## Initial sync of a fresh client\n")
     md.append("A store of R records (5 string fields each) is put through one client; then a fresh client downloads "
               "all of it: Tidepool subscribes to the store and waits until idle; automerge-repo's client `find`s "
-              "every document by URL (it has no notion of a store). Times include the fresh client's connection. "
+              "every document by URL, at most 20 at a time (more make the server answer 'unavailable'; it has no notion "
+              "of a store). Tidepool's time includes opening the connection; automerge-repo's starts once connected. "
               "The automerge-repo client is capped; `fetched` says how many records it had by then.\n")
     sizes = sorted({r["records"] for r in rows})
     caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
