@@ -18,6 +18,7 @@
 //! * `export`: export pages and fetched documents, for peers that do not hold the store.
 //! * `wait`: waiting for the hub (connected, idle, acknowledged, an error) and [`converge`].
 //! * [`load`]: the load generator behind the `tidepool-load` binary.
+//! * [`load_part`]: one process of a load run spread over processes, and the initial sync modes.
 //!
 //! Architecture invariant: this crate knows WebSockets and tokio, never HTTP servers, SQLite or
 //! JWT; the protocol decisions stay in core.
@@ -29,6 +30,7 @@ mod docs;
 mod error;
 mod export;
 pub mod load;
+pub mod load_part;
 mod options;
 mod state;
 mod wait;

@@ -58,6 +58,9 @@ pub enum LoadError {
     Client(#[from] ClientError),
     #[error("at least one client and one record are needed")]
     Empty,
+    /// A spread run's coordinator (stdin) or trace file failed.
+    #[error("coordinating a spread run: {0}")]
+    Coordination(String),
 }
 
 #[derive(Debug)]
@@ -94,16 +97,16 @@ impl Tracker {
     }
 }
 
-fn record_key(record: usize) -> Key {
+pub(crate) fn record_key(record: usize) -> Key {
     Key::String(format!("r{record:06}"))
 }
 
-fn field(client: usize) -> String {
+pub(crate) fn field(client: usize) -> String {
     format!("c{client}")
 }
 
 /// Parses `r000123` back to 123.
-fn record_index(key: &[u8]) -> Option<usize> {
+pub(crate) fn record_index(key: &[u8]) -> Option<usize> {
     match Key::decode(key).ok()? {
         Key::String(s) => s.strip_prefix('r')?.parse().ok(),
         _ => None,

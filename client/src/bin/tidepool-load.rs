@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::path::PathBuf;
+
 use clap::Parser;
 use tidepool_core::StoreRef;
 use tidepool_client::load::{self, LoadOptions};
+use tidepool_client::load_part::{self, PartOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-load", version, about = "Drive a Tidepool hub with concurrent clients")]
@@ -33,6 +36,22 @@ struct Cli {
     /// How long to wait for convergence after the last put.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Run clients FIRST..FIRST+COUNT of --clients as one process of a spread run, coordinated
+    /// over stdin/stdout by bench/run_load.py (see `tidepool_client::load_part`).
+    #[arg(long, value_names = ["FIRST", "COUNT"], num_args = 2, requires = "trace")]
+    part: Option<Vec<usize>>,
+    /// Where a spread run's process writes its trace.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// A spread run stops writing after this long, finished or not.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    cap: Duration,
+    /// Put --records records of FIELDS fields through one client (initial sync benchmark).
+    #[arg(long, value_name = "FIELDS", conflicts_with_all = ["part", "fresh"])]
+    seed: Option<usize>,
+    /// A fresh client downloads the whole store; stops at --cap.
+    #[arg(long, conflicts_with = "part")]
+    fresh: bool,
 }
 
 fn main() -> Result<()> {
@@ -41,6 +60,33 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let store = StoreRef::new(cli.db.clone(), cli.store.clone());
+    if let Some(fields) = cli.seed {
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        return Ok(runtime.block_on(load_part::run_seed(&cli.url, &cli.token, &store, cli.records, fields))?);
+    }
+    if cli.fresh {
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        return Ok(runtime.block_on(load_part::run_fresh(&cli.url, &cli.token, &store, cli.cap))?);
+    }
+    if let (Some(part), Some(trace)) = (&cli.part, &cli.trace) {
+        let options = PartOptions {
+            url: cli.url,
+            token: cli.token,
+            store,
+            first: part[0],
+            count: part[1],
+            clients: cli.clients,
+            records: cli.records,
+            ops: cli.ops,
+            window: cli.window,
+            cap: cli.cap,
+            converge: cli.timeout,
+            trace: trace.clone(),
+        };
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        return Ok(runtime.block_on(load_part::run_part(options))?);
+    }
     let options = LoadOptions {
         url: cli.url,
         token: cli.token,

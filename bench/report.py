@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md and bench/plots/*.png from the result lines in target/bench/*.jsonl.
+
+Every line is one measurement with a `section`. The sections this file knows (the hub against
+automerge-repo under load, initial sync) get tables of medians over the repetitions, ratios taken
+run by run (each Tidepool run against the automerge-repo run next to it) and plots over their three
+sizes; any other section (a benchmark make target that prints JSON or `summary` lines, captured by
+bench/capture.sh) is listed as it printed, so adding a target adds a section.
+"""
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.environ.get("BENCH_OUT") or os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "bench")
+PLOTS = os.path.join(ROOT, "bench", "plots")
+
+# What each captured section covers, for the reader; sections built elsewhere say so.
+PHASES = {
+    "bench-core": "core in one process: puts, applies and initial sync against raw Automerge (`core/benches/core.rs`)",
+    "bench-hub": "`tidepool-load`, all clients in one process, against a release hub (`hub/bench/load.sh`)",
+    "bench-hub-idle": "hub memory per idle connection (`hub/benches/idle.rs`)",
+    "bench-wasm": "browser: bulkPut against raw IndexedDB, cold open, single put (`wasm/tests/bench.rs`); "
+                  "cross-tab visibility is pending (tabs do not share a database yet)",
+    "bench-bridge": "bridge: snapshot to local files, Tez local-mode DAG, write-back generation "
+                    "(`tez-bridge/benches/snapshot.rs`); HDFS end to end against raw hdfs-native writes, "
+                    "bridge peak RSS at 1M and cold/warm DAG on YARN are pending",
+}
+
+
+def load_rows():
+    rows = []
+    for path in sorted(glob.glob(os.path.join(OUT, "*.jsonl"))):
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
+
+
+def machine():
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+    cpu = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines() if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) for l in read("/proc/meminfo").splitlines() if l.startswith("MemTotal")), 0)
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() or "?"
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip() or "?"
+    return [f"{os.cpu_count()} cores ({cpu})", f"{mem / 1024 / 1024:.1f} GiB memory",
+            f"Linux {platform.release()}", rustc, f"Node {node}"]
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and digits == 0 and abs(v) < 10:
+        return f"{v:.2f}"
+    return f"{v:,.{digits}f}"
+
+
+def runs(group):
+    failed = sum(1 for r in group if r.get("failed") or r.get("setup_finished") is False)
+    return f"{len(group)} ({failed} failed)" if failed else str(len(group))
+
+
+def failures(rows, md):
+    for r in rows:
+        if r.get("setup_finished") is False and not r.get("failed"):
+            r["failed"] = f"setup (every client fetching every document) did not finish within the cap ({r.get('setup_s', 0):.0f} s)"
+    bad = [r for r in rows if r.get("failed")]
+    if bad:
+        md.append("Failed runs (counted as 0% finished, not converged):\n")
+        md += [f"- {r['system']}, " + (f"{r['clients']} clients, " if "clients" in r else "") + f"{r.get('records')} records: {r['failed']}" for r in bad]
+        md.append("")
+
+
+def times(v):
+    return "n/a" if v is None else f"{v:,.1f}x"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def growth(label, sizes, values, unit):
+    """Says whether a cost grows worse than linearly over the sizes (per-size cost rising >25%)."""
+    pairs = [(s, v) for s, v in zip(sizes, values) if v]
+    if len(pairs) < 2:
+        return f"{label}: too few sizes measured to judge growth."
+    (s0, v0), (s1, v1) = pairs[0], pairs[-1]
+    factor = (v1 / v0) / (s1 / s0)
+    verdict = "worse than linear" if factor > 1.25 else ("about linear" if factor > 0.8 else "better than linear")
+    return (f"{label}: {fmt(v0, 2)} {unit} at {s0:,} and {fmt(v1, 2)} at {s1:,}: {s1 / s0:.0f}x the size costs "
+            f"{v1 / v0:.1f}x, **{verdict}** (cost per unit x{factor:.2f}).")
+
+
+def plot(name, title, xlabel, ylabel, series, logy=False):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    os.makedirs(PLOTS, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for label, xs, ys in series:
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(PLOTS, f"{name}.png"))
+    plt.close(fig)
+    return f"bench/plots/{name}.png"
+
+
+def by(rows, *keys):
+    out = defaultdict(list)
+    for r in rows:
+        out[tuple(r.get(k) for k in keys)].append(r)
+    return out
+
+
+def paired_ratios(rows, size_key, metric, invert=False):
+    """Ratios Tidepool / automerge-repo per size, pairing the i-th run of each (they ran back to back)."""
+    out = {}
+    for (size,), group in by(rows, size_key).items():
+        tp = [r.get(metric) for r in group if r["system"] == "tidepool"]
+        am = [r.get(metric) for r in group if r["system"] == "automerge-repo"]
+        ratios = [(b / a if invert else a / b) for a, b in zip(tp, am) if a and b]
+        out[size] = med(ratios)
+    return out
+
+
+def section_load(rows, md):
+    md.append("## Hub against automerge-repo under load\n")
+    md.append(
+        "N simulated clients, each its own connection and full replica, spread over several load processes; each "
+        "owns one field per record and its n-th write to a record sets the field to n; R records; each client keeps "
+        "at most W writes unconfirmed (closed loop). A Tidepool write is confirmed when the hub acknowledges it (after "
+        "its SQLite commit). automerge-repo has no acknowledgement: a write is confirmed when the server's heads, as "
+        "its sync messages report them to the writer, contain it. Latency: from the put until the last of the other "
+        "N-1 clients saw it. Writes/s: confirmed writes over the time from the start until every client's writes "
+        "were confirmed, or the cap. automerge-repo runs are capped; `finished` is the share of the planned writes "
+        "confirmed by then. Server CPU is measured from the start of writing to convergence; peak RSS is the "
+        "server's VmHWM over the whole run (setup included). Medians over the repetitions; the ratio is the median "
+        "of per-repetition ratios of runs done back to back. automerge-repo is 2.5.6 from npm "
+        "(bench/node/package-lock.json); its CBOR codec runs without the optional native extractor, whose "
+        "prebuilt 2.2.3 packages are not on the registry. Tidepool's hub commits to SQLite before it "
+        "acknowledges; the automerge-repo server saves to files on its own schedule.\n")
+    params = sorted({(r.get("planned"), r.get("window"), r.get("procs"), r.get("records")) for r in rows if r.get("window")})
+    caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
+    md.append("Parameters of these runs: " + "; ".join(f"{o:,} planned writes, window {w}, clients over {p} processes, "
+                                                     f"{rec:,} records" for o, w, p, rec in params if o is not None)
+              + (f"; cap {', '.join(caps)} s" if caps else "") + ".\n")
+    header = ["clients", "system", "runs", "writes/s", "p50 ms", "p99 ms", "finished", "converged", "server CPU s",
+              "server peak RSS MiB", "client CPU s", "load before"]
+    out = []
+    sizes = sorted({r["clients"] for r in rows})
+    stats = {}
+    for n in sizes:
+        for system in ("tidepool", "automerge-repo"):
+            g = [r for r in rows if r["clients"] == n and r["system"] == system]
+            if not g:
+                continue
+            s = {k: med([r.get(k) for r in g]) for k in ("writes_per_s", "p50_ms", "p99_ms", "finished", "server_cpu_s",
+                                                        "server_peak_rss_mib", "client_cpu_s")}
+            s["converged"] = all(r.get("converged") for r in g)
+            stats[(n, system)] = s
+            out.append([n, system, runs(g), fmt(s["writes_per_s"], 1), fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1),
+                        f"{s['finished'] * 100:.0f}%", fmt(s["converged"]), fmt(s["server_cpu_s"], 1),
+                        fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 1),
+                        ", ".join(f"{r.get('load_before', 0):.1f}" for r in g)])
+    md.append(table(header, out) + "\n")
+    failures(rows, md)
+    ratios = paired_ratios(rows, "clients", "writes_per_s")
+    p99 = paired_ratios(rows, "clients", "p99_ms", invert=True)
+    cpu_per_write = {}
+    for (n, system), s in stats.items():
+        if s["server_cpu_s"] is not None and s["writes_per_s"]:
+            g = [r for r in rows if r["clients"] == n and r["system"] == system]
+            cpu_per_write[(n, system)] = med([r["server_cpu_s"] / r["confirmed"] * 1000 for r in g if r.get("confirmed")])
+    md.append(table(["clients", "writes/s, Tidepool / automerge-repo", "p99, automerge-repo / Tidepool",
+                     "server CPU ms per write, Tidepool", "automerge-repo"],
+                    [[n, times(ratios.get(n)), times(p99.get(n)), fmt(cpu_per_write.get((n, "tidepool")), 3),
+                      fmt(cpu_per_write.get((n, "automerge-repo")), 3)] for n in sizes]) + "\n")
+    series = lambda key: [(s, sizes, [stats.get((n, s), {}).get(key) for n in sizes]) for s in ("tidepool", "automerge-repo")]
+    for name, title, key, ylabel in (("load-writes", "Confirmed writes per second", "writes_per_s", "writes/s"),
+                                     ("load-p99", "p99 visibility on every other client", "p99_ms", "ms"),
+                                     ("load-server-cpu", "Server CPU per confirmed write", None, "ms")):
+        if key:
+            path = plot(name, title, "clients", ylabel, series(key), logy=True)
+        else:
+            path = plot(name, title, "clients", ylabel,
+                        [(s, sizes, [cpu_per_write.get((n, s)) for n in sizes]) for s in ("tidepool", "automerge-repo")], logy=True)
+        if path:
+            md.append(f"![{title}]({path})\n")
+    md.append("Growth (clients; each write goes to N-1 others, so fan-out work per write grows linearly with N and "
+              "server CPU per write growing with N is expected; per delivered change it should stay flat):\n")
+    for system in ("tidepool", "automerge-repo"):
+        per_delivery = [cpu_per_write.get((n, system)) / (n - 1) if cpu_per_write.get((n, system)) and n > 1 else None for n in sizes]
+        md.append("- " + growth(f"{system}, server CPU per delivered change", sizes, per_delivery, "ms"))
+        md.append("- " + growth(f"{system}, p99 latency", sizes, [stats.get((n, system), {}).get("p99_ms") for n in sizes], "ms"))
+    md.append("")
+
+
+def section_sync(rows, md):
+    md.append("## Initial sync of a fresh client\n")
+    md.append("A store of R records (5 string fields each) is put through one client; then a fresh client downloads "
+              "all of it: Tidepool subscribes to the store and waits until idle; automerge-repo's client `find`s "
+              "every document by URL, at most 20 at a time (more make the server answer 'unavailable'; it has no notion "
+              "of a store). Tidepool's time includes opening the connection; automerge-repo's starts once connected. "
+              "The automerge-repo client is capped; `fetched` says how many records it had by then.\n")
+    sizes = sorted({r["records"] for r in rows})
+    caps = sorted({r["run"].split("--cap ")[1].split()[0] for r in rows if "--cap " in r.get("run", "")})
+    if caps:
+        md.append(f"Cap of these runs: {', '.join(caps)} s (seeding is capped at three times that).\n")
+    out = []
+    stats = {}
+    for n in sizes:
+        for system in ("tidepool", "automerge-repo"):
+            g = [r for r in rows if r["records"] == n and r["system"] == system]
+            if not g:
+                continue
+            s = {k: med([r.get(k) for r in g]) for k in ("seconds", "fetched", "server_cpu_s", "server_peak_rss_mib", "client_cpu_s")}
+            s["finished"] = all(r.get("finished") for r in g)
+            stats[(n, system)] = s
+            out.append([n, system, runs(g), fmt(s["seconds"], 2), fmt(s["fetched"]), fmt(s["finished"]),
+                        fmt(s["server_cpu_s"], 2), fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 2),
+                        ", ".join(f"{r.get('load_before', 0):.1f}" for r in g)])
+    md.append(table(["records", "system", "runs", "seconds", "fetched", "finished", "server CPU s", "server peak RSS MiB",
+                     "client CPU s", "load before"], out) + "\n")
+    failures(rows, md)
+    ratios = paired_ratios(rows, "records", "records_per_s")
+    md.append(table(["records", "records/s, Tidepool / automerge-repo (automerge-repo's capped runs count what they fetched)"],
+                    [[n, times(ratios.get(n))] for n in sizes]) + "\n")
+    path = plot("initial-sync", "Initial sync of a fresh client", "records", "seconds",
+                [(s, sizes, [stats.get((n, s), {}).get("seconds") for n in sizes]) for s in ("tidepool", "automerge-repo")], logy=True)
+    if path:
+        md.append(f"![Initial sync]({path})\n")
+    for system in ("tidepool", "automerge-repo"):
+        md.append("- " + growth(f"{system}, initial sync time", sizes, [stats.get((n, system), {}).get("seconds") for n in sizes], "s"))
+    md.append("")
+
+
+def section_generic(name, rows, md):
+    md.append(f"## `make {name}`\n")
+    if name in PHASES:
+        md.append(f"Covers: {PHASES[name]}.\n")
+    failed = [r for r in rows if "failed" in r]
+    for r in failed:
+        md.append(f"**Not measured in this run**: {r['failed']}.\n")
+    texts = [r for r in rows if "text" in r]
+    if texts:
+        md.append("\n".join(f"- {r['text']}" for r in texts) + "\n")
+    objs = [r for r in rows if "text" not in r and "failed" not in r]
+    if objs:
+        skip = {"section", "target", "command", "started", "run"}
+        keys = [k for k in dict.fromkeys(k for r in objs for k in r) if k not in skip]
+        md.append(table(keys, [[fmt(r.get(k), 2) if isinstance(r.get(k), float) else r.get(k, "") for k in keys] for r in objs]) + "\n")
+    if rows:
+        md.append(f"Load average before: {rows[0].get('load_before', 'n/a')}; run at {rows[0].get('started', '?')}.\n")
+
+
+def main():
+    rows = load_rows()
+    md = ["# Benchmarks\n",
+          "Generated by `make bench` (bench/report.py) from the result lines in `target/bench/*.jsonl`; do not edit "
+          "by hand. Each section runs alone too (the commands are below). Figures are ratios against a baseline "
+          "measured in the same run where there is one; absolute numbers depend on the machine and on what else ran "
+          "on it (the load average before each run is recorded).\n",
+          "Machine: " + "; ".join(machine()) + ".\n"]
+    busy = [r.get("load_before") for r in rows if isinstance(r.get("load_before"), (int, float))]
+    if busy and max(busy) > (os.cpu_count() or 1):
+        md.append(f"**The machine was busy during these runs** (load average before a run up to {max(busy):.1f} on "
+                  f"{os.cpu_count()} cores): absolute figures and even ratios are noisy; rerun on an idle machine "
+                  "before quoting them.\n")
+    pending = [
+        "Bridge end to end, hub state to files on HDFS, against a raw hdfs-native write of the same bytes at 10k, 100k "
+        "and 1M records; bridge peak RSS; cold and warm DAG time on YARN: **pending** (built with the bridge-at-scale "
+        "and Tez-on-YARN work; `bench-bridge` below covers the phases that exist).",
+        "Browser cross-tab visibility: **pending** (tabs do not share a database yet).",
+    ]
+    sections = defaultdict(list)
+    for r in rows:
+        sections[r.get("section", "?")].append(r)
+    if "vs-repo" in sections:
+        section_load(sections.pop("vs-repo"), md)
+    else:
+        md.append("## Hub against automerge-repo under load\n\nNot measured in this run (`make bench-vs-repo`).\n")
+    if "initial-sync" in sections:
+        section_sync(sections.pop("initial-sync"), md)
+    for name in sorted(sections):
+        section_generic(name, sections[name], md)
+    # Targets `make bench` runs that left no result lines (not run yet on this machine).
+    for name in os.environ.get("BENCH_TARGETS", "").split():
+        if name not in sections and name not in ("bench-vs-repo", "bench-initial-sync"):
+            md.append(f"## `make {name}`\n")
+            if name in PHASES:
+                md.append(f"Covers: {PHASES[name]}.\n")
+            md.append(f"**Not measured in this run** (no `target/bench/{name}.jsonl`; `make bench` or "
+                      f"`bench/capture.sh {name}` produces it).\n")
+    md.append("## Pending\n")
+    md += [f"- {p}" for p in pending]
+    md.append("\n## Commands\n")
+    md.append("`make bench` runs every section through `bench/capture.sh` (which keeps its result lines in "
+              "`target/bench/`) and then `make bench-report`. One section alone, then the report:\n")
+    targets = os.environ.get("BENCH_TARGETS", "").split() or sorted({r.get("target") for r in rows if r.get("target")})
+    md.append("```\nmake bench\n" + "\n".join(f"bench/capture.sh {t}" for t in targets) + "\nmake bench-report\n```\n")
+    md.append("Knobs of `bench-vs-repo` and `bench-initial-sync` (bench/bench.mk): BENCH_CLIENTS (10 50 200), "
+              "BENCH_RECORDS (1000), BENCH_OPS (10000), BENCH_WINDOW (8), BENCH_REPS (3), BENCH_PROCS (4), "
+              "BENCH_CAP (300 s), BENCH_SYNC_SIZES (1000 3000 10000). Each result line records its own parameters; "
+              "the tables show what was run.\n")
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(md).rstrip() + "\n")
+    print(f"BENCHMARKS.md written from {len(rows)} result lines", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
