@@ -14,6 +14,7 @@
 //! group_by = ["project"]
 //! aggregates = ["count", "sum:hours", "avg:hours"]
 //! results_store = "todo_stats"
+//! where = "!done && hours > 0"      # optional, aggregate and enrich: records the DAG sees
 //!
 //! [timeouts]                         # optional, in seconds
 //! hub_connect = 10                   # give up on an unreachable hub after this long
@@ -93,9 +94,21 @@ impl Default for Timeouts {
 pub enum DagSpec {
     /// Group by fields; count, sum, min, max, avg of others. Results become records of
     /// `results_store`, keyed by group.
-    Aggregate { group_by: Vec<String>, aggregates: Vec<String>, results_store: String },
+    Aggregate {
+        group_by: Vec<String>,
+        aggregates: Vec<String>,
+        results_store: String,
+        /// Only records whose value makes this expression truthy count (see [`DagSpec::filter`]).
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+    },
     /// New fields computed per record from expressions; results become fields on the same records.
-    Enrich { fields: BTreeMap<String, String> },
+    Enrich {
+        fields: BTreeMap<String, String>,
+        /// Only records whose value makes this expression truthy get the fields.
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+    },
     /// Any jar and main class that takes the input and output paths (as its last two arguments, or
     /// where `{input}` and `{output}` appear in `args`; `{fs}` is the default file system) and
     /// writes enrich-shaped output (`{"key", "doc", "fields"}` lines).
@@ -105,6 +118,18 @@ pub enum DagSpec {
         #[serde(default)]
         args: Vec<String>,
     },
+}
+
+impl DagSpec {
+    /// The job's `where`: an expression of the enrich language, evaluated on each record's value
+    /// in the DAG's first vertex. A record passes when the result is truthy, so a missing field or
+    /// a type mismatch (null) drops it. `user` DAGs filter themselves.
+    pub fn filter(&self) -> Option<&str> {
+        match self {
+            DagSpec::Aggregate { filter, .. } | DagSpec::Enrich { filter, .. } => filter.as_deref(),
+            DagSpec::User { .. } => None,
+        }
+    }
 }
 
 /// How Tez runs: local mode by default; with `conf_dir`, on the YARN cluster its tez-site.xml
@@ -217,8 +242,13 @@ mod tests {
         assert!(matches!(spec.dag, DagSpec::Aggregate { .. }));
         spec.validate().unwrap();
         let enrich: DagSpec = toml::from_str("kind = \"enrich\"\n[fields]\nscore = \"priority * 2\"\n").unwrap();
-        assert!(matches!(enrich, DagSpec::Enrich { fields } if fields["score"] == "priority * 2"));
+        assert!(matches!(enrich, DagSpec::Enrich { fields, .. } if fields["score"] == "priority * 2"));
         assert!(toml::from_str::<DagSpec>("kind = \"nope\"").is_err());
+        assert_eq!(spec.dag.filter(), None);
+        let filtered: DagSpec = toml::from_str("kind = \"enrich\"\nwhere = \"hours > 2\"\n[fields]\ns = \"1\"\n").unwrap();
+        assert_eq!(filtered.filter(), Some("hours > 2"));
+        let user = "kind = \"user\"\njar = \"j\"\nmain_class = \"M\"\nwhere = \"x\"\n";
+        assert!(toml::from_str::<DagSpec>(user).unwrap_err().to_string().contains("where"), "user DAGs take no where");
         assert_eq!(spec.timeouts, Timeouts::default());
         let t: Timeouts = toml::from_str("hdfs_connect = 2.5").unwrap();
         assert_eq!((t.hub(), t.hdfs()), (Duration::from_secs(10), Duration::from_millis(2500)));

@@ -112,18 +112,25 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
             }
             match dag {
                 DagSpec::Aggregate { group_by, aggregates, .. } => {
-                    cmd.args(["--dag", "aggregate", "--group-by", &group_by.join(",")]);
+                    cmd.args(["--dag", "aggregate"]);
+                    // No group-by fields: one group, the totals over every record.
+                    if !group_by.is_empty() {
+                        cmd.args(["--group-by", &group_by.join(",")]);
+                    }
                     for a in aggregates {
                         cmd.args(["--agg", a]);
                     }
                 }
-                DagSpec::Enrich { fields } => {
+                DagSpec::Enrich { fields, .. } => {
                     cmd.args(["--dag", "enrich"]);
                     for (name, expr) in fields {
                         cmd.arg("--field").arg(format!("{name}={expr}"));
                     }
                 }
                 DagSpec::User { .. } => unreachable!("handled above"),
+            }
+            if let Some(filter) = dag.filter() {
+                cmd.arg("--where").arg(filter);
             }
         }
     }

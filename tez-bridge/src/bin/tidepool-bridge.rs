@@ -220,7 +220,7 @@ async fn command(command: Command) -> Result<()> {
                 store,
                 base: to,
                 incremental,
-                dag: DagSpec::Enrich { fields: Default::default() },
+                dag: DagSpec::Enrich { fields: Default::default(), filter: None },
                 tez: TezSpec::default(),
                 timeouts: Timeouts::default(),
             };

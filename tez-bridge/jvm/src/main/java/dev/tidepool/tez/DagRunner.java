@@ -144,6 +144,7 @@ public final class DagRunner {
     RunnerArgs args;
     AggregatePlan aggPlan = null;
     EnrichPlan enrichPlan = null;
+    Filter where;
     try {
       args = RunnerArgs.parse(argv);
       if (args.help) {
@@ -156,6 +157,7 @@ public final class DagRunner {
       } else if (args.dag == RunnerArgs.Kind.ENRICH) {
         enrichPlan = EnrichPlan.parse(args.fields);
       }
+      where = Filter.parse(args.where);
     } catch (IllegalArgumentException e) {
       throw new UsageException(e.getMessage(), true);
     }
@@ -173,10 +175,11 @@ public final class DagRunner {
     DAG dag;
     switch (args.dag) {
       case AGGREGATE:
-        dag = Dags.aggregate(args.name, conf, args.input, args.output, aggPlan, args.reducers);
+        dag = Dags.aggregate(args.name, conf, args.input, args.output, aggPlan, where,
+            args.reducers);
         break;
       case ENRICH:
-        dag = Dags.enrich(args.name, conf, args.input, args.output, enrichPlan);
+        dag = Dags.enrich(args.name, conf, args.input, args.output, enrichPlan, where);
         break;
       default:
         dag = Dags.fail(args.name, conf, args.output);
@@ -283,11 +286,37 @@ public final class DagRunner {
     if (args.stagingDir != null) {
       conf.set(TezConfiguration.TEZ_AM_STAGING_DIR, args.stagingDir);
     }
+    // Found again by this tag if the run is killed too hard to clean up (see YarnApps).
+    conf.set(TezConfiguration.TEZ_APPLICATION_TAGS, YarnApps.tag(args.name));
+    // The AM and the tasks are JVMs of their own: they need the Java 17 flags too.
+    appendOpts(conf, TezConfiguration.TEZ_AM_LAUNCH_CMD_OPTS,
+        TezConfiguration.TEZ_AM_LAUNCH_CMD_OPTS_DEFAULT);
+    appendOpts(conf, TezConfiguration.TEZ_TASK_LAUNCH_CMD_OPTS,
+        TezConfiguration.TEZ_TASK_LAUNCH_CMD_OPTS_DEFAULT);
     if (conf.getTrimmed(TezConfiguration.TEZ_LIB_URIS, "").isEmpty()
         && !conf.getBoolean(TezConfiguration.TEZ_IGNORE_LIB_URIS, false)) {
       throw new UsageException("tez.lib.uris is not set in " + dir + "/tez-site.xml");
     }
     return conf;
+  }
+
+  /** Flags Hadoop and Tez need on Java 17 in every JVM (the AM hangs without the first). */
+  static final String JAVA17_OPENS = String.join(" ",
+      "--add-opens=java.base/java.lang=ALL-UNNAMED",
+      "--add-opens=java.base/java.util=ALL-UNNAMED",
+      "--add-opens=java.base/java.io=ALL-UNNAMED",
+      "--add-opens=java.base/java.nio=ALL-UNNAMED",
+      "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+      "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+      "--add-opens=java.base/java.net=ALL-UNNAMED",
+      "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
+      "--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED");
+
+  private static void appendOpts(Configuration conf, String key, String fallback) {
+    String opts = conf.get(key, fallback);
+    if (!opts.contains("--add-opens=java.base/java.lang=")) {
+      conf.set(key, (opts + " " + JAVA17_OPENS).trim());
+    }
   }
 
   /** The output must not exist (unless --overwrite); the input must exist. */
