@@ -160,6 +160,8 @@ pub enum JobError {
     Token(String),
     #[error("job {job}: cannot read token file {path}: {source}")]
     TokenFile { job: String, path: PathBuf, source: std::io::Error },
+    #[error("job {job}: base {base:?} is not an hdfs:// location, but [tez] conf_dir submits to YARN, whose containers cannot read this machine's files; use an hdfs:// base")]
+    LocalBaseOnYarn { job: String, base: String },
     #[error("job name {0:?} must be non-empty and use only letters, digits, '-', '_' and '.'")]
     Name(String),
 }
@@ -201,6 +203,9 @@ impl JobSpec {
         }
         if self.token.is_some() == self.token_file.is_some() {
             return Err(JobError::Token(self.name.clone()));
+        }
+        if self.tez.conf_dir.is_some() && !self.base.starts_with("hdfs://") {
+            return Err(JobError::LocalBaseOnYarn { job: self.name.clone(), base: self.base.clone() });
         }
         Ok(())
     }
@@ -250,6 +255,11 @@ mod tests {
         let user = "kind = \"user\"\njar = \"j\"\nmain_class = \"M\"\nwhere = \"x\"\n";
         assert!(toml::from_str::<DagSpec>(user).unwrap_err().to_string().contains("where"), "user DAGs take no where");
         assert_eq!(spec.timeouts, Timeouts::default());
+        let mut yarn = spec.clone();
+        yarn.tez.conf_dir = Some("/etc/tez/conf".into());
+        assert!(matches!(yarn.validate(), Err(JobError::LocalBaseOnYarn { .. })), "a local base cannot run on YARN");
+        yarn.base = "hdfs://nn:8020/tidepool".into();
+        yarn.validate().unwrap();
         let t: Timeouts = toml::from_str("hdfs_connect = 2.5").unwrap();
         assert_eq!((t.hub(), t.hdfs()), (Duration::from_secs(10), Duration::from_millis(2500)));
     }
