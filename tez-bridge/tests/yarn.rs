@@ -2,7 +2,8 @@
 //! NodeManagers (`YarnTestCluster`), a hub process, and a job whose `[tez] conf_dir` points at the
 //! cluster. One cluster start for every case: aggregate with `where` and enrich run as YARN
 //! applications (checked through the YARN client and the NodeManagers' container directories),
-//! results reach another client, and a local base with `conf_dir` is refused.
+//! results reach another client, a local base with `conf_dir` is refused, and an interrupted run
+//! (SIGTERM; SIGKILL of the bridge and its runner, then the next run) leaves nothing on YARN.
 
 mod common;
 
@@ -56,19 +57,43 @@ fn container_dirs(base: &Path, app: &str) -> Vec<String> {
     found
 }
 
-/// The job's one application: it ran on YARN and succeeded, using memory (its containers).
-/// After its DAG succeeds the application master takes a moment to finish: wait for that.
-fn ran_on_yarn(cluster: &Path, conf: &Path, job: &str) {
-    let mut apps = yarn_apps(conf, job);
-    for _ in 0..60 {
-        if apps.len() != 1 || apps[0][2] != "RUNNING" {
-            break;
+/// Polls the job's applications until `done` holds (for up to three minutes); returns them.
+fn wait_apps(conf: &Path, job: &str, what: &str, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
+    for _ in 0..180 {
+        let apps = yarn_apps(conf, job);
+        if done(&apps) {
+            return apps;
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
-        apps = yarn_apps(conf, job);
     }
-    assert_eq!(apps.len(), 1, "{apps:?}");
-    let app = &apps[0];
+    panic!("timed out waiting for {what}: {:?}", yarn_apps(conf, job));
+}
+
+/// Starts `bridge run` for the job in a process group of its own, and returns it once the job's
+/// application runs on YARN.
+fn start_run_until_on_yarn(job: &Path, conf: &Path, name: &str, before: usize) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
+        .args(["run", "--job", job.to_str().expect("path")])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bridge");
+    wait_apps(conf, name, "the application to run", |apps| apps.len() > before && apps.iter().any(|a| a[2] == "RUNNING"));
+    child
+}
+
+fn signal(target: &str, sig: &str) {
+    let ok = Command::new("kill").args([sig, "--", target]).status().expect("kill").success();
+    assert!(ok, "kill {sig} {target}");
+}
+
+/// The job's last application: it ran on YARN and succeeded, using memory (its containers).
+/// After its DAG succeeds the application master takes a moment to finish: wait for that.
+fn ran_on_yarn(cluster: &Path, conf: &Path, job: &str) {
+    let apps = wait_apps(conf, job, "the application to finish", |apps| apps.iter().all(|a| a[2] != "RUNNING" && a[2] != "ACCEPTED"));
+    let app = apps.iter().max_by_key(|a| a[1].clone()).expect("an application");
     assert_eq!((app[2].as_str(), app[3].as_str()), ("FINISHED", "SUCCEEDED"), "{app:?}");
     assert!(app[4].parse::<u64>().expect("MB-seconds") > 0, "the application used containers: {app:?}");
     let dirs = container_dirs(cluster, &app[1]);
@@ -103,6 +128,14 @@ async fn aggregate_and_enrich_on_yarn() {
 
     let job = write_job_with(tmp.path(), "stats", &url, &base, "",
         &format!("kind = \"aggregate\"\ngroup_by = [\"project\"]\naggregates = [\"count\", \"sum:hours\"]\nresults_store = \"stats\"\nwhere = \"!done\"\n\n{on_yarn}"));
+    // SIGTERM while the DAG runs on YARN: the bridge kills the application before it exits.
+    let mut run = start_run_until_on_yarn(&job, &conf, "stats", 0);
+    signal(&run.id().to_string(), "-TERM");
+    let status = run.wait().expect("wait");
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let apps = wait_apps(&conf, "stats", "the interrupted application to be killed", |apps| apps.iter().all(|a| a[2] != "RUNNING"));
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0][2], "KILLED", "{apps:?}");
     let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path")]);
     assert!(ok, "{out}");
     ran_on_yarn(&cluster_dir, &conf, "stats");
@@ -115,9 +148,19 @@ async fn aggregate_and_enrich_on_yarn() {
 
     let job = write_job_with(tmp.path(), "double", &url, &base, "",
         &format!("kind = \"enrich\"\n[dag.fields]\ndouble = \"hours * 2\"\n\n{on_yarn}"));
+    // SIGKILL of the bridge and the DAG runner leaves the application running on YARN; the next
+    // run finds it by its tag and kills it.
+    let mut run = start_run_until_on_yarn(&job, &conf, "double", 0);
+    signal(&format!("-{}", run.id()), "-KILL");
+    run.wait().expect("wait");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let apps = yarn_apps(&conf, "double");
+    assert!(apps.len() == 1 && apps[0][2] == "RUNNING", "left running by SIGKILL: {apps:?}");
     let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path")]);
     assert!(ok, "{out}");
     ran_on_yarn(&cluster_dir, &conf, "double");
+    let apps = yarn_apps(&conf, "double");
+    assert!(apps.len() == 2 && apps.iter().any(|a| a[2] == "KILLED"), "the leftover was killed: {apps:?}");
     until("enriched records on another client", || {
         (0..40i64).all(|i| field(&other.get(&todos, &Key::Number(i as f64)).ok().flatten(), "double") == Some(Value::Int(i * 2)))
     })
