@@ -3,7 +3,7 @@
 //! cluster. One cluster start for every case: aggregate with `where` and enrich run as YARN
 //! applications (checked through the YARN client and the NodeManagers' container directories),
 //! results reach another client, a local base with `conf_dir` is refused, and an interrupted run
-//! (SIGTERM; SIGKILL of the bridge and its runner, then the next run) leaves nothing on YARN.
+//! (SIGTERM; SIGKILL of the bridge and its runner, then `status`) leaves nothing on YARN.
 
 mod common;
 
@@ -148,14 +148,16 @@ async fn aggregate_and_enrich_on_yarn() {
 
     let job = write_job_with(tmp.path(), "double", &url, &base, "",
         &format!("kind = \"enrich\"\n[dag.fields]\ndouble = \"hours * 2\"\n\n{on_yarn}"));
-    // SIGKILL of the bridge and the DAG runner leaves the application running on YARN; the next
-    // run finds it by its tag and kills it.
+    // SIGKILL of the bridge and the DAG runner leaves the application running on YARN; `status`
+    // (or the next run) finds it by its tag and kills it.
     let mut run = start_run_until_on_yarn(&job, &conf, "double", 0);
     signal(&format!("-{}", run.id()), "-KILL");
     run.wait().expect("wait");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let apps = yarn_apps(&conf, "double");
     assert!(apps.len() == 1 && apps[0][2] == "RUNNING", "left running by SIGKILL: {apps:?}");
+    let (ok, out) = bridge(&["status", "--job", job.to_str().expect("path")]);
+    assert!(ok && out.contains("interrupted") && out.contains(&format!("KILLED {}", apps[0][1])), "status kills the leftover: {out}");
     let (ok, out) = bridge(&["run", "--job", job.to_str().expect("path")]);
     assert!(ok, "{out}");
     ran_on_yarn(&cluster_dir, &conf, "double");
