@@ -53,7 +53,7 @@ public final class DagRunner {
   private final PrintStream stdout;
   private final long start;
 
-  private DagRunner(PrintStream stdout, long start) {
+  DagRunner(PrintStream stdout, long start) {
     this.stdout = stdout;
     this.start = start;
   }
@@ -241,7 +241,7 @@ public final class DagRunner {
   }
 
   /** Local mode: the AM and all tasks run inside this JVM. */
-  private TezConfiguration localConf(RunnerArgs args) throws IOException {
+  TezConfiguration localConf(RunnerArgs args) throws IOException {
     TezConfiguration conf = new TezConfiguration();
     conf.set(FileSystem.FS_DEFAULT_NAME_KEY, args.fsDefault == null ? "file:///" : args.fsDefault);
     conf.setBoolean(TezConfiguration.TEZ_LOCAL_MODE, true);
@@ -267,7 +267,7 @@ public final class DagRunner {
   }
 
   /** YARN: cluster configuration from --tez-conf-dir; tez.lib.uris must be set there. */
-  private TezConfiguration yarnConf(RunnerArgs args) throws UsageException {
+  TezConfiguration yarnConf(RunnerArgs args) throws UsageException {
     File dir = new File(args.tezConfDir);
     if (!new File(dir, "tez-site.xml").isFile()) {
       throw new UsageException("--tez-conf-dir " + dir + " has no tez-site.xml");
@@ -320,7 +320,7 @@ public final class DagRunner {
   }
 
   /** The output must not exist (unless --overwrite); the input must exist. */
-  private static void checkPaths(RunnerArgs args, Configuration conf)
+  static void checkPaths(RunnerArgs args, Configuration conf)
       throws IOException, UsageException {
     Path out = new Path(args.output);
     FileSystem outFs = out.getFileSystem(conf);
@@ -350,7 +350,7 @@ public final class DagRunner {
    * leaves there (an empty directory, perhaps temporary files) is removed so that a failed run
    * leaves nothing behind. Never contains _SUCCESS: outputs are committed only on success.
    */
-  private static void removeFailedOutput(RunnerArgs args, Configuration conf) {
+  static void removeFailedOutput(RunnerArgs args, Configuration conf) {
     try {
       Path out = new Path(args.output);
       FileSystem fs = out.getFileSystem(conf);
@@ -366,7 +366,7 @@ public final class DagRunner {
    * On YARN the AM and the tasks need this jar: upload it (content-addressed) to the staging
    * directory and localize it.
    */
-  private static Map<String, LocalResource> shipOwnJar(TezConfiguration conf) throws Exception {
+  static Map<String, LocalResource> shipOwnJar(TezConfiguration conf) throws Exception {
     File jar = new File(DagRunner.class.getProtectionDomain().getCodeSource().getLocation().toURI());
     if (!jar.isFile()) {
       throw new IOException("not running from a jar (" + jar + "); build with mvn package");
@@ -392,7 +392,7 @@ public final class DagRunner {
     return Map.of("tidepool-tez.jar", res);
   }
 
-  private void deleteTempDir() {
+  void deleteTempDir() {
     if (tempDir == null) {
       return;
     }
