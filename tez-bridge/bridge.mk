@@ -20,3 +20,8 @@ BENCH_TARGETS += bench-bridge
 .PHONY: bench-bridge
 bench-bridge: tez-jvm
 	$(CARGO) bench -p tidepool-tez-bridge --bench snapshot
+
+BENCH_TARGETS += bench-session
+.PHONY: bench-session
+bench-session: tez-jvm
+	tez-bridge/jvm/bench-session.sh 5
