@@ -4,6 +4,10 @@
 //! The JVM dies with the bridge: it is killed when the run is dropped (a signal, an error), and
 //! the DAG runner exits by itself when its stdin, a pipe only the bridge holds, closes (the
 //! bridge was killed). Its temporary files go to a [`Scratch`] directory the bridge removes.
+//!
+//! On YARN the DAG runs in the cluster, not in that JVM: the runner tags the application with the
+//! job ([`yarn_tag`]); a run dropped by a signal kills it, and a run that finds one left over (its
+//! bridge and runner were killed with SIGKILL) kills it before submitting.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
