@@ -24,3 +24,8 @@ BENCH_TARGETS += bench-bridge
 bench-bridge: tez-jvm
 	$(CARGO) build --release -p tidepool-hub --bins
 	$(CARGO) bench -p tidepool-tez-bridge --bench bridge
+
+BENCH_TARGETS += bench-session
+.PHONY: bench-session
+bench-session: tez-jvm
+	tez-bridge/jvm/bench-session.sh 5

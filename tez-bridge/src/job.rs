@@ -14,6 +14,7 @@
 //! group_by = ["project"]
 //! aggregates = ["count", "sum:hours", "avg:hours"]
 //! results_store = "todo_stats"
+//! where = "!done && hours > 0"      # optional, aggregate and enrich: records the DAG sees
 //!
 //! [timeouts]                         # optional, in seconds
 //! hub_connect = 10                   # give up on an unreachable hub after this long
@@ -93,9 +94,21 @@ impl Default for Timeouts {
 pub enum DagSpec {
     /// Group by fields; count, sum, min, max, avg of others. Results become records of
     /// `results_store`, keyed by group.
-    Aggregate { group_by: Vec<String>, aggregates: Vec<String>, results_store: String },
+    Aggregate {
+        group_by: Vec<String>,
+        aggregates: Vec<String>,
+        results_store: String,
+        /// Only records whose value makes this expression truthy count (see [`DagSpec::filter`]).
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+    },
     /// New fields computed per record from expressions; results become fields on the same records.
-    Enrich { fields: BTreeMap<String, String> },
+    Enrich {
+        fields: BTreeMap<String, String>,
+        /// Only records whose value makes this expression truthy get the fields.
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+    },
     /// Any jar and main class that takes the input and output paths (as its last two arguments, or
     /// where `{input}` and `{output}` appear in `args`; `{fs}` is the default file system) and
     /// writes enrich-shaped output (`{"key", "doc", "fields"}` lines).
@@ -105,6 +118,18 @@ pub enum DagSpec {
         #[serde(default)]
         args: Vec<String>,
     },
+}
+
+impl DagSpec {
+    /// The job's `where`: an expression of the enrich language, evaluated on each record's value
+    /// in the DAG's first vertex. A record passes when the result is truthy, so a missing field or
+    /// a type mismatch (null) drops it. `user` DAGs filter themselves.
+    pub fn filter(&self) -> Option<&str> {
+        match self {
+            DagSpec::Aggregate { filter, .. } | DagSpec::Enrich { filter, .. } => filter.as_deref(),
+            DagSpec::User { .. } => None,
+        }
+    }
 }
 
 /// How Tez runs: local mode by default; with `conf_dir`, on the YARN cluster its tez-site.xml
@@ -135,6 +160,8 @@ pub enum JobError {
     Token(String),
     #[error("job {job}: cannot read token file {path}: {source}")]
     TokenFile { job: String, path: PathBuf, source: std::io::Error },
+    #[error("job {job}: base {base:?} is not an hdfs:// location, but [tez] conf_dir submits to YARN, whose containers cannot read this machine's files; use an hdfs:// base")]
+    LocalBaseOnYarn { job: String, base: String },
     #[error("job name {0:?} must be non-empty and use only letters, digits, '-', '_' and '.'")]
     Name(String),
 }
@@ -177,6 +204,9 @@ impl JobSpec {
         if self.token.is_some() == self.token_file.is_some() {
             return Err(JobError::Token(self.name.clone()));
         }
+        if self.tez.conf_dir.is_some() && !self.base.starts_with("hdfs://") {
+            return Err(JobError::LocalBaseOnYarn { job: self.name.clone(), base: self.base.clone() });
+        }
         Ok(())
     }
 
@@ -217,9 +247,19 @@ mod tests {
         assert!(matches!(spec.dag, DagSpec::Aggregate { .. }));
         spec.validate().unwrap();
         let enrich: DagSpec = toml::from_str("kind = \"enrich\"\n[fields]\nscore = \"priority * 2\"\n").unwrap();
-        assert!(matches!(enrich, DagSpec::Enrich { fields } if fields["score"] == "priority * 2"));
+        assert!(matches!(enrich, DagSpec::Enrich { fields, .. } if fields["score"] == "priority * 2"));
         assert!(toml::from_str::<DagSpec>("kind = \"nope\"").is_err());
+        assert_eq!(spec.dag.filter(), None);
+        let filtered: DagSpec = toml::from_str("kind = \"enrich\"\nwhere = \"hours > 2\"\n[fields]\ns = \"1\"\n").unwrap();
+        assert_eq!(filtered.filter(), Some("hours > 2"));
+        let user = "kind = \"user\"\njar = \"j\"\nmain_class = \"M\"\nwhere = \"x\"\n";
+        assert!(toml::from_str::<DagSpec>(user).unwrap_err().to_string().contains("where"), "user DAGs take no where");
         assert_eq!(spec.timeouts, Timeouts::default());
+        let mut yarn = spec.clone();
+        yarn.tez.conf_dir = Some("/etc/tez/conf".into());
+        assert!(matches!(yarn.validate(), Err(JobError::LocalBaseOnYarn { .. })), "a local base cannot run on YARN");
+        yarn.base = "hdfs://nn:8020/tidepool".into();
+        yarn.validate().unwrap();
         let t: Timeouts = toml::from_str("hdfs_connect = 2.5").unwrap();
         assert_eq!((t.hub(), t.hdfs()), (Duration::from_secs(10), Duration::from_millis(2500)));
     }

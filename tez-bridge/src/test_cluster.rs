@@ -49,3 +49,23 @@ pub fn hdfs(runner_dir: &Path, base: &Path) -> (Running, String) {
     cmd.args(JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
     start_announced(cmd, "READY ")
 }
+
+/// Starts the JVM's `YarnTestCluster` (a MiniDFSCluster with two DataNodes and a MiniTezCluster
+/// with two NodeManagers) with its files under `base`; returns it, the configuration directory a
+/// job's `[tez] conf_dir` points at, and the `hdfs://127.0.0.1:PORT` address. Needs the DAG
+/// runner's test build (`target/test-classes`, `target/test-lib`). Stops when dropped.
+pub fn yarn(runner_dir: &Path, base: &Path) -> (Running, std::path::PathBuf, String) {
+    std::fs::create_dir_all(base).unwrap_or_else(|e| panic!("cannot create {}: {e}", base.display()));
+    let cp = format!(
+        "{}:{}:{}",
+        runner_dir.join("test-classes").display(),
+        runner_dir.join("tidepool-tez.jar").display(),
+        runner_dir.join("test-lib/*").display()
+    );
+    let mut cmd = Command::new("java");
+    // MiniYARNCluster keeps its files under ./target: run it in `base`.
+    cmd.current_dir(base).args(JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.YarnTestCluster").arg(base);
+    let (running, line) = start_announced(cmd, "READY ");
+    let Some((conf, hdfs)) = line.split_once(' ') else { panic!("YarnTestCluster printed {line:?}") };
+    (running, conf.into(), hdfs.to_owned())
+}

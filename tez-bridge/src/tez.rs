@@ -4,6 +4,10 @@
 //! The JVM dies with the bridge: it is killed when the run is dropped (a signal, an error), and
 //! the DAG runner exits by itself when its stdin, a pipe only the bridge holds, closes (the
 //! bridge was killed). Its temporary files go to a [`Scratch`] directory the bridge removes.
+//!
+//! On YARN the DAG runs in the cluster, not in that JVM: the runner tags the application with the
+//! job ([`yarn_tag`]); a run dropped by a signal kills it, and a run that finds one left over (its
+//! bridge and runner were killed with SIGKILL) kills it before submitting.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -103,7 +107,9 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
             cmd.arg("--exit-on-stdin-eof");
             match &job.tez.conf_dir {
                 Some(conf) => {
-                    cmd.arg("--tez-conf-dir").arg(conf);
+                    // Staging (the DAG plan, the runner's jar) next to the job's runs on HDFS,
+                    // not in the cluster's default, which the bridge's user may not own.
+                    cmd.arg("--tez-conf-dir").arg(conf).arg("--staging-dir").arg(staging_dir(job));
                 }
                 // Hadoop's own scratch default is /tmp/hadoop-<user>.
                 None => {
@@ -112,18 +118,25 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
             }
             match dag {
                 DagSpec::Aggregate { group_by, aggregates, .. } => {
-                    cmd.args(["--dag", "aggregate", "--group-by", &group_by.join(",")]);
+                    cmd.args(["--dag", "aggregate"]);
+                    // No group-by fields: one group, the totals over every record.
+                    if !group_by.is_empty() {
+                        cmd.args(["--group-by", &group_by.join(",")]);
+                    }
                     for a in aggregates {
                         cmd.args(["--agg", a]);
                     }
                 }
-                DagSpec::Enrich { fields } => {
+                DagSpec::Enrich { fields, .. } => {
                     cmd.args(["--dag", "enrich"]);
                     for (name, expr) in fields {
                         cmd.arg("--field").arg(format!("{name}={expr}"));
                     }
                 }
                 DagSpec::User { .. } => unreachable!("handled above"),
+            }
+            if let Some(filter) = dag.filter() {
+                cmd.arg("--where").arg(filter);
             }
         }
     }
@@ -133,10 +146,71 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
     Ok(cmd)
 }
 
+/// Where a YARN run stages its files: `<base>/_tez-staging`.
+pub fn staging_dir(job: &JobSpec) -> String {
+    format!("{}/_tez-staging", job.base.trim_end_matches('/'))
+}
+
+/// The YARN application tag of a job's DAGs (the DAG runner sets it; YARN lower-cases tags).
+pub fn yarn_tag(job: &JobSpec) -> String {
+    format!("tidepool-job-{}", job.name.to_lowercase())
+}
+
+/// Kills the job's unfinished YARN applications (found by [`yarn_tag`]) through the DAG runner's
+/// `YarnApps`, waiting for it; returns what it printed. Nothing to do in local mode.
+pub fn kill_yarn_apps(job: &JobSpec) -> Result<String, TezError> {
+    let Some(conf) = &job.tez.conf_dir else { return Ok(String::new()) };
+    let runner = job.tez.runner_dir.clone().unwrap_or_else(default_runner_dir);
+    let jar = runner.join("tidepool-tez.jar");
+    if !jar.exists() {
+        return Err(TezError::NotBuilt(jar));
+    }
+    let java = java(job);
+    let out = std::process::Command::new(&java)
+        .args(JAVA17_OPENS)
+        .arg("-cp")
+        .arg(format!("{}:{}", jar.display(), runner.join("lib/*").display()))
+        .arg("dev.tidepool.tez.YarnApps")
+        .arg(conf)
+        .arg("kill")
+        .arg(yarn_tag(job))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| TezError::Spawn { java: java.display().to_string(), source })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(TezError::Failed { status: out.status.to_string(), diagnostics: String::from_utf8_lossy(&out.stderr).into_owned() });
+    }
+    Ok(text)
+}
+
+/// On YARN a DAG outlives the runner's JVM: if a run ends without the runner exiting (a signal
+/// dropped it), kill the job's applications before going on.
+struct KillOnYarn<'a> {
+    job: &'a JobSpec,
+    armed: bool,
+}
+
+impl Drop for KillOnYarn<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            match kill_yarn_apps(self.job) {
+                Ok(killed) => tracing::warn!(job = %self.job.name, "interrupted; killed on YARN: {}", killed.trim()),
+                Err(e) => tracing::warn!(job = %self.job.name, "interrupted; could not kill its YARN applications: {e}"),
+            }
+        }
+    }
+}
+
 /// Runs the job's DAG and waits for it; an error unless the JVM exits with success.
 /// Dropping the future kills the JVM and removes its scratch directory.
 pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> Result<TezRun, TezError> {
     crate::scratch::sweep();
+    // A run killed with SIGKILL (its runner too) may have left its DAG running on YARN.
+    let left = kill_yarn_apps(job)?;
+    if !left.trim().is_empty() {
+        tracing::warn!(job = %job.name, "killed what an earlier run left on YARN: {}", left.trim());
+    }
     let scratch = Scratch::create().map_err(TezError::Scratch)?;
     let mut cmd = command(job, default_fs, input, output, scratch.path())?;
     let java = format!("{}", java(job).display());
@@ -151,6 +225,7 @@ pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> 
     // Held, never written, until the JVM has exited: its end-of-file tells the runner that the
     // bridge is gone, however it ended.
     let _stdin = child.stdin.take();
+    let mut guard = KillOnYarn { job, armed: job.tez.conf_dir.is_some() };
     let (mut out, mut err) = (String::new(), String::new());
     let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
     let read_out = async {
@@ -165,6 +240,7 @@ pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> 
     };
     tokio::join!(read_out, read_err);
     let status = child.wait().await.map_err(|source| TezError::Spawn { java, source })?;
+    guard.armed = false;
     drop(scratch);
     let seconds = started.elapsed().as_secs_f64();
     if !status.success() {

@@ -16,6 +16,7 @@ use tidepool_tez_bridge::job::{DagSpec, JobSpec, TezSpec, Timeouts};
 use tidepool_tez_bridge::link::Link;
 use tidepool_tez_bridge::run::{self, Progress};
 use tidepool_tez_bridge::scratch;
+use tidepool_tez_bridge::tez;
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-bridge", version, about = "Snapshots Tidepool stores to HDFS, runs Tez DAGs, writes results back")]
@@ -220,7 +221,7 @@ async fn command(command: Command) -> Result<()> {
                 store,
                 base: to,
                 incremental,
-                dag: DagSpec::Enrich { fields: Default::default() },
+                dag: DagSpec::Enrich { fields: Default::default(), filter: None },
                 tez: TezSpec::default(),
                 timeouts: Timeouts::default(),
             };
@@ -277,7 +278,17 @@ async fn command(command: Command) -> Result<()> {
             scratch::sweep();
             let spec = JobSpec::load(&job)?;
             let fs = open_fs(&spec).await?;
-            for r in run::runs(&fs, &spec.name).await? {
+            let runs = run::runs(&fs, &spec.name).await?;
+            // A run killed with SIGKILL may have left its DAG on YARN; kill it unless some run of
+            // the job is still going (its application is that run's).
+            let running = runs.iter().any(|r| r.phase == run::Phase::TezRunning && !r.interrupted());
+            if runs.iter().any(|r| r.interrupted()) && !running {
+                let killed = tez::kill_yarn_apps(&spec)?;
+                for line in killed.lines() {
+                    println!("on YARN, left by an interrupted run: {line}");
+                }
+            }
+            for r in runs {
                 let phase = if r.interrupted() {
                     "interrupted".to_owned()
                 } else {

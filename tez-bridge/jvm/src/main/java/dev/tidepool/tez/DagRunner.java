@@ -53,7 +53,7 @@ public final class DagRunner {
   private final PrintStream stdout;
   private final long start;
 
-  private DagRunner(PrintStream stdout, long start) {
+  DagRunner(PrintStream stdout, long start) {
     this.stdout = stdout;
     this.start = start;
   }
@@ -144,6 +144,7 @@ public final class DagRunner {
     RunnerArgs args;
     AggregatePlan aggPlan = null;
     EnrichPlan enrichPlan = null;
+    Filter where;
     try {
       args = RunnerArgs.parse(argv);
       if (args.help) {
@@ -156,6 +157,7 @@ public final class DagRunner {
       } else if (args.dag == RunnerArgs.Kind.ENRICH) {
         enrichPlan = EnrichPlan.parse(args.fields);
       }
+      where = Filter.parse(args.where);
     } catch (IllegalArgumentException e) {
       throw new UsageException(e.getMessage(), true);
     }
@@ -173,10 +175,11 @@ public final class DagRunner {
     DAG dag;
     switch (args.dag) {
       case AGGREGATE:
-        dag = Dags.aggregate(args.name, conf, args.input, args.output, aggPlan, args.reducers);
+        dag = Dags.aggregate(args.name, conf, args.input, args.output, aggPlan, where,
+            args.reducers);
         break;
       case ENRICH:
-        dag = Dags.enrich(args.name, conf, args.input, args.output, enrichPlan);
+        dag = Dags.enrich(args.name, conf, args.input, args.output, enrichPlan, where);
         break;
       default:
         dag = Dags.fail(args.name, conf, args.output);
@@ -238,7 +241,7 @@ public final class DagRunner {
   }
 
   /** Local mode: the AM and all tasks run inside this JVM. */
-  private TezConfiguration localConf(RunnerArgs args) throws IOException {
+  TezConfiguration localConf(RunnerArgs args) throws IOException {
     TezConfiguration conf = new TezConfiguration();
     conf.set(FileSystem.FS_DEFAULT_NAME_KEY, args.fsDefault == null ? "file:///" : args.fsDefault);
     conf.setBoolean(TezConfiguration.TEZ_LOCAL_MODE, true);
@@ -264,7 +267,7 @@ public final class DagRunner {
   }
 
   /** YARN: cluster configuration from --tez-conf-dir; tez.lib.uris must be set there. */
-  private TezConfiguration yarnConf(RunnerArgs args) throws UsageException {
+  TezConfiguration yarnConf(RunnerArgs args) throws UsageException {
     File dir = new File(args.tezConfDir);
     if (!new File(dir, "tez-site.xml").isFile()) {
       throw new UsageException("--tez-conf-dir " + dir + " has no tez-site.xml");
@@ -283,6 +286,13 @@ public final class DagRunner {
     if (args.stagingDir != null) {
       conf.set(TezConfiguration.TEZ_AM_STAGING_DIR, args.stagingDir);
     }
+    // Found again by this tag if the run is killed too hard to clean up (see YarnApps).
+    conf.set(TezConfiguration.TEZ_APPLICATION_TAGS, YarnApps.tag(args.name));
+    // The AM and the tasks are JVMs of their own: they need the Java 17 flags too.
+    appendOpts(conf, TezConfiguration.TEZ_AM_LAUNCH_CMD_OPTS,
+        TezConfiguration.TEZ_AM_LAUNCH_CMD_OPTS_DEFAULT);
+    appendOpts(conf, TezConfiguration.TEZ_TASK_LAUNCH_CMD_OPTS,
+        TezConfiguration.TEZ_TASK_LAUNCH_CMD_OPTS_DEFAULT);
     if (conf.getTrimmed(TezConfiguration.TEZ_LIB_URIS, "").isEmpty()
         && !conf.getBoolean(TezConfiguration.TEZ_IGNORE_LIB_URIS, false)) {
       throw new UsageException("tez.lib.uris is not set in " + dir + "/tez-site.xml");
@@ -290,8 +300,27 @@ public final class DagRunner {
     return conf;
   }
 
+  /** Flags Hadoop and Tez need on Java 17 in every JVM (the AM hangs without the first). */
+  static final String JAVA17_OPENS = String.join(" ",
+      "--add-opens=java.base/java.lang=ALL-UNNAMED",
+      "--add-opens=java.base/java.util=ALL-UNNAMED",
+      "--add-opens=java.base/java.io=ALL-UNNAMED",
+      "--add-opens=java.base/java.nio=ALL-UNNAMED",
+      "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+      "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+      "--add-opens=java.base/java.net=ALL-UNNAMED",
+      "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
+      "--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED");
+
+  private static void appendOpts(Configuration conf, String key, String fallback) {
+    String opts = conf.get(key, fallback);
+    if (!opts.contains("--add-opens=java.base/java.lang=")) {
+      conf.set(key, (opts + " " + JAVA17_OPENS).trim());
+    }
+  }
+
   /** The output must not exist (unless --overwrite); the input must exist. */
-  private static void checkPaths(RunnerArgs args, Configuration conf)
+  static void checkPaths(RunnerArgs args, Configuration conf)
       throws IOException, UsageException {
     Path out = new Path(args.output);
     FileSystem outFs = out.getFileSystem(conf);
@@ -321,7 +350,7 @@ public final class DagRunner {
    * leaves there (an empty directory, perhaps temporary files) is removed so that a failed run
    * leaves nothing behind. Never contains _SUCCESS: outputs are committed only on success.
    */
-  private static void removeFailedOutput(RunnerArgs args, Configuration conf) {
+  static void removeFailedOutput(RunnerArgs args, Configuration conf) {
     try {
       Path out = new Path(args.output);
       FileSystem fs = out.getFileSystem(conf);
@@ -337,7 +366,7 @@ public final class DagRunner {
    * On YARN the AM and the tasks need this jar: upload it (content-addressed) to the staging
    * directory and localize it.
    */
-  private static Map<String, LocalResource> shipOwnJar(TezConfiguration conf) throws Exception {
+  static Map<String, LocalResource> shipOwnJar(TezConfiguration conf) throws Exception {
     File jar = new File(DagRunner.class.getProtectionDomain().getCodeSource().getLocation().toURI());
     if (!jar.isFile()) {
       throw new IOException("not running from a jar (" + jar + "); build with mvn package");
@@ -363,7 +392,7 @@ public final class DagRunner {
     return Map.of("tidepool-tez.jar", res);
   }
 
-  private void deleteTempDir() {
+  void deleteTempDir() {
     if (tempDir == null) {
       return;
     }

@@ -44,13 +44,13 @@ final class Dags {
         .build();
   }
 
-  /** input -> parse -(scatter-gather, sorted by group)-> aggregate -> output. */
+  /** input -> parse (filter) -(scatter-gather, sorted by group)-> aggregate -> output. */
   static DAG aggregate(String name, Configuration conf, String in, String out,
-      AggregatePlan plan, int reducers) {
+      AggregatePlan plan, Filter where, int reducers) {
     String payload = plan.toJson();
     Vertex parse = Vertex.create(PARSE,
             ProcessorDescriptor.create(ParseProcessor.class.getName())
-                .setUserPayload(Payloads.of(payload)))
+                .setUserPayload(Payloads.filtered(where, payload)))
         .addDataSource(INPUT, input(conf, in));
     Vertex aggregate = Vertex.create(AGGREGATE,
             ProcessorDescriptor.create(AggregateProcessor.class.getName())
@@ -66,11 +66,12 @@ final class Dags {
         .addEdge(Edge.create(parse, aggregate, edge.createDefaultEdgeProperty()));
   }
 
-  /** input -> enrich -> output. */
-  static DAG enrich(String name, Configuration conf, String in, String out, EnrichPlan plan) {
+  /** input -> enrich (filter, then fields) -> output. */
+  static DAG enrich(String name, Configuration conf, String in, String out, EnrichPlan plan,
+      Filter where) {
     Vertex enrich = Vertex.create(ENRICH,
             ProcessorDescriptor.create(EnrichProcessor.class.getName())
-                .setUserPayload(Payloads.of(plan.toJson())))
+                .setUserPayload(Payloads.filtered(where, plan.toJson())))
         .addDataSource(INPUT, input(conf, in))
         .addDataSink(OUTPUT, output(conf, out));
     return DAG.create(name).addVertex(enrich);

@@ -13,7 +13,8 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * First vertex of the aggregate DAG: parses JSON Lines and emits (group key, partial aggregate).
+ * First vertex of the aggregate DAG: parses JSON Lines, keeps the records the DAG's filter passes
+ * and emits (group key, partial aggregate).
  * Partials are pre-merged in a bounded in-memory map, which keeps the shuffle small when there
  * are few groups; the map is flushed whenever it grows past {@link #MAX_GROUPS}.
  */
@@ -26,7 +27,9 @@ public final class ParseProcessor extends SimpleMRProcessor {
 
   @Override
   public void run() throws Exception {
-    AggregatePlan plan = AggregatePlan.fromJson(Payloads.text(getContext().getUserPayload()));
+    Payloads.Filtered payload = Payloads.filtered(getContext().getUserPayload());
+    AggregatePlan plan = AggregatePlan.fromJson(payload.plan());
+    Filter where = payload.where();
     KeyValueReader reader = (KeyValueReader) getInputs().get(Dags.INPUT).getReader();
     KeyValueWriter writer = (KeyValueWriter) getOutputs().get(Dags.AGGREGATE).getWriter();
     Map<String, Partial> groups = new LinkedHashMap<>();
@@ -36,6 +39,9 @@ public final class ParseProcessor extends SimpleMRProcessor {
         continue;
       }
       JsonNode value = Records.value(Records.parse(line, reader.getCurrentKey()));
+      if (!where.keeps(value)) {
+        continue;
+      }
       String key = plan.groupKey(value);
       if (key == null) {
         continue; // value is not an object

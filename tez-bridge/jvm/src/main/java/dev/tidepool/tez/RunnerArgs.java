@@ -22,6 +22,8 @@ final class RunnerArgs {
       "  --agg SPEC            aggregate: count | sum:F | min:F | max:F | avg:F; may repeat",
       "                        (default: count)",
       "  --field NAME=EXPR     enrich: computed field; may repeat",
+"  --where EXPR          aggregate, enrich: keep only records whose value makes EXPR",
+      "                        truthy (a missing field gives null: dropped)",
       "  --name NAME           DAG / application name (default tidepool-<dag>)",
       "  --reducers N          aggregate: parallelism of the aggregate vertex (default 1)",
       "  --staging-dir PATH    Tez staging directory (default: a fresh local temp dir in",
@@ -46,6 +48,7 @@ final class RunnerArgs {
   final List<String> groupBy = new ArrayList<>();
   final List<AggSpec> aggs = new ArrayList<>();
   final List<String> fields = new ArrayList<>();
+  String where;
   String name;
   int reducers = 1;
   String stagingDir;
@@ -129,6 +132,12 @@ final class RunnerArgs {
         case "--field":
           a.fields.add(val);
           break;
+        case "--where":
+          if (a.where != null) {
+            throw new IllegalArgumentException("--where given twice (combine with &&)");
+          }
+          a.where = nonEmpty(opt, val);
+          break;
         case "--name":
           a.name = nonEmpty(opt, val);
           break;
@@ -177,6 +186,9 @@ final class RunnerArgs {
     }
     if (a.dag != Kind.ENRICH && !a.fields.isEmpty()) {
       throw new IllegalArgumentException("--field only applies to --dag enrich");
+    }
+    if (a.dag == Kind.FAIL && a.where != null) {
+      throw new IllegalArgumentException("--where only applies to --dag aggregate and enrich");
     }
     if (a.dag == Kind.ENRICH && a.fields.isEmpty()) {
       throw new IllegalArgumentException("--dag enrich needs at least one --field NAME=EXPR");

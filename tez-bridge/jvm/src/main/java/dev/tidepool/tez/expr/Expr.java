@@ -30,6 +30,15 @@ public final class Expr {
     return root.eval(record == null ? NullNode.instance : record);
   }
 
+  /**
+   * Whether a record passes this expression as a filter: its result is truthy (JavaScript rules:
+   * null, false, 0, NaN and '' are false). A missing field or a type mismatch gives null, so the
+   * record is dropped.
+   */
+  public boolean test(JsonNode record) {
+    return Values.truthy(eval(record));
+  }
+
   public String source() {
     return source;
   }
