@@ -40,7 +40,7 @@ test-wasm-module: wasm-deps
 	$(CARGO) build -p tidepool-wasm $(WASM_CARGO_TARGET)
 	rm -rf $(WASM_TARGET_DIR)/wasm-module-check
 	wasm-bindgen --target web --out-dir $(WASM_TARGET_DIR)/wasm-module-check $(WASM_TARGET_DIR)/wasm32-unknown-unknown/debug/tidepool_wasm.wasm
-	@for api in 'export class Tidepool' 'bulkPut(' 'spliceText(' 'whenSynced(' 'static open(options: OpenOptions): Promise<Tidepool>' 'export interface ChangeEvent'; do \
+	@for api in 'export class Tidepool' 'bulkPut(' 'update(' 'TidepoolChanges' 'spliceText(' 'whenSynced(' 'static open(options: OpenOptions): Promise<Tidepool>' 'export interface ChangeEvent'; do \
 	  grep -qF "$$api" $(WASM_TARGET_DIR)/wasm-module-check/tidepool_wasm.d.ts || { echo "tidepool_wasm.d.ts lacks: $$api"; exit 1; }; \
 	done
 

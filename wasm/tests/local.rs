@@ -239,6 +239,48 @@ async fn values_and_keys_round_trip_exactly() {
 }
 
 #[wasm_bindgen_test]
+async fn update_changes_only_the_named_fields() {
+    let name = unique("update");
+    let db = open(todos_options(&name)).await;
+    // A record that does not exist becomes the object of the given fields; `undefined` removes
+    // nothing there.
+    let first = json(r#"{"title": "milk", "meta": {"by": "ann"}}"#);
+    set(&first, "note", JsValue::UNDEFINED);
+    ok(db.update("notes".into(), "n1".into(), first)).await;
+    assert_same(&ok(db.get("notes".into(), "n1".into())).await, &json(r#"{"title": "milk", "meta": {"by": "ann"}}"#));
+
+    ok(db.put("notes".into(), "n1".into(), json(r#"{"title": "milk", "done": false, "note": "x", "meta": {"by": "ann", "at": 1}, "tags": ["a"]}"#))).await;
+    ok(db.increment("notes".into(), "n1".into(), "likes".into(), 2.0)).await;
+    let changes = json(r#"{"done": true, "meta": {"at": 2, "extra": {"deep": 1}}, "tags": ["a", "b"], "likes": 5}"#);
+    set(&changes, "note", JsValue::UNDEFINED);
+    set(&get(&changes, "meta"), "by", JsValue::UNDEFINED);
+    ok(db.update("notes".into(), "n1".into(), changes)).await;
+    let expected = json(r#"{"title": "milk", "done": true, "meta": {"at": 2, "extra": {"deep": 1}}, "tags": ["a", "b"], "likes": 5}"#);
+    assert_same(&ok(db.get("notes".into(), "n1".into())).await, &expected);
+    // The plain store and the document agree, also after reopening.
+    assert_same(&raw_all(&name, "notes").await.get(0), &expected);
+    assert_consistent(&db, "notes").await;
+    ok(db.close()).await;
+    let db = open(todos_options(&name)).await;
+    ok(db.update("notes".into(), "n1".into(), json(r#"{"title": "oat milk"}"#))).await;
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "title").as_string().as_deref(), Some("oat milk"));
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "done").as_bool(), Some(true));
+    assert_consistent(&db, "notes").await;
+
+    // Bad changes are refused before anything is written.
+    for bad in [json("[]"), json("1"), JsValue::NULL, JsValue::UNDEFINED, make_map()] {
+        assert_eq!(err(db.update("notes".into(), "n1".into(), bad.clone())).await, "bad_value", "{bad:?}");
+    }
+    let nested = json(r#"{"meta": {"f": 1}}"#);
+    set(&get(&nested, "meta"), "f", make_function());
+    let thrown = wait(db.update("notes".into(), "n1".into(), nested)).await.unwrap_err();
+    let message = get(&thrown, "message").as_string().unwrap();
+    assert!(message.contains("`meta.f`"), "the message names the path: {message}");
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "title").as_string().as_deref(), Some("oat milk"));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
 async fn bad_input_is_refused_with_a_code() {
     let name = unique("errors");
     let db = open(todos_options(&name)).await;
