@@ -12,7 +12,7 @@ DEMO_SITE = $(WASM_TARGET_DIR)/demo-site
 demo-site: wasm-pkg
 	rm -rf $(DEMO_SITE)
 	mkdir -p $(DEMO_SITE)/pkg
-	cp demo/index.html demo/app.js demo/style.css $(DEMO_SITE)/
+	cp demo/index.html demo/app.js demo/style.css demo/sw.js $(DEMO_SITE)/
 	cp wasm/pkg/tidepool_wasm.js wasm/pkg/tidepool_wasm_bg.wasm wasm/pkg/tidepool_wasm.d.ts $(DEMO_SITE)/pkg/
 
 run: demo-site tez-jvm

@@ -430,7 +430,7 @@ async fn a_change_too_large_to_sync_is_kept_locally_and_reported() {
     // outbox at once (it could never be acknowledged) and the status says why.
     let status = db.status();
     assert_eq!(get(&status, "pending").as_f64(), Some(0.0), "{}", stringify(&status));
-    assert_eq!(get(&get(&status, "error"), "code").as_string().as_deref(), Some("hub_toolarge"));
+    assert_eq!(get(&get(&status, "error"), "code").as_string().as_deref(), Some("hub_too_large"));
     assert_eq!(raw_keys(&name, "_tp_outbox").await.length(), 0);
     let stored = ok(db.get("notes".into(), "big".into())).await;
     assert_eq!(Uint8Array::new(&get(&stored, "blob")).length(), 5 * 1024 * 1024);
