@@ -1,7 +1,8 @@
 // The demo app opens offline: headless Chromium (through chromedriver's WebDriver HTTP API) loads
 // the app from a real hub, the hub is killed, the page is reloaded and must come from the service
 // worker with its local tasks; a task added then syncs once the hub is back (same port, same
-// data), and a second user's page gets it from the hub. The offline choice survives a reload too.
+// data), and a second user's page gets it from the hub. The offline choice survives a reload too,
+// and a second tab of the same user waits for the first and takes over when it closes.
 //
 // Usage: node demo/tests/offline.mjs HUB_BINARY DEMO_SITE [CHROMEDRIVER]   (make test-demo-offline)
 
@@ -53,6 +54,18 @@ async function main() {
     await addTask(browser, "Buy milk", "home", 1);
     await browser.waitFor(task("Buy milk"));
     await browser.waitFor('#status[data-pending="0"][data-synced="true"]', "the task synced");
+
+    // A second tab of the same user waits for the database, and takes over when the first closes.
+    const firstTab = await browser.tab();
+    const secondTab = await browser.newTab();
+    await browser.go(app);
+    await browser.waitFor('#status[data-connection="waiting"]', "the second tab waiting for the first");
+    await browser.switchTo(firstTab);
+    await browser.closeTab();
+    await browser.switchTo(secondTab);
+    await browser.waitFor('body[data-ready="true"]', "the second tab taking over");
+    await browser.waitFor(task("Buy milk"));
+    await browser.waitFor('#status[data-connection="online"]');
 
     // The hub goes away (and with it the web server): the page must still open.
     await stop(hub);

@@ -84,6 +84,21 @@ export class Browser {
     return handle;
   }
 
+  /** Switches to the tab `handle`. */
+  switchTo(handle) {
+    return this.call("POST", `${this.session}/window`, { handle });
+  }
+
+  /** The current tab's handle. */
+  tab() {
+    return this.call("GET", `${this.session}/window`);
+  }
+
+  /** Closes the current tab; switch to another one afterwards. */
+  closeTab() {
+    return this.call("DELETE", `${this.session}/window`);
+  }
+
   go(url) {
     return this.call("POST", `${this.session}/url`, { url });
   }

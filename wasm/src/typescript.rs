@@ -41,6 +41,11 @@ export interface OpenOptions {
   token?: string;
   /** Connect right away (default true). */
   online?: boolean;
+  /**
+   * If another tab has this database open, wait until it closes (or crashes) and then open,
+   * instead of failing with `in_use` (default false).
+   */
+  waitForLock?: boolean;
 }
 
 export interface Change {

@@ -449,6 +449,33 @@ async fn a_database_opens_once_at_a_time() {
     ok(second.close()).await;
 }
 
+/// A second tab that opens with `waitForLock` waits instead of failing, and takes over (with
+/// everything the first one wrote) once the first closes.
+#[wasm_bindgen_test]
+async fn a_waiting_open_takes_over_when_the_holder_closes() {
+    let name = unique("takeover");
+    let first = open(todos_options(&name)).await;
+    let waiting_options = todos_options(&name);
+    set(&waiting_options, "waitForLock", true);
+    let opened = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = opened.clone();
+    let waiting = Tidepool::open(waiting_options);
+    let on_open = Closure::once(move |_: JsValue| flag.set(true));
+    let _ = waiting.then(&on_open);
+    ok(first.put("notes".into(), 1.into(), json(r#"{"by": "first"}"#))).await;
+    // Many turns of the event loop later, the waiting open is still waiting.
+    for _ in 0..20 {
+        ok(first.get("notes".into(), 1.into())).await;
+    }
+    assert!(!opened.get(), "the second open must wait while the first holds the database");
+    ok(first.close()).await;
+    let second = <Tidepool as wasm_bindgen::convert::TryFromJsValue>::try_from_js_value(ok(waiting).await).expect("a Tidepool");
+    assert!(opened.get());
+    assert_same(&ok(second.get("notes".into(), 1.into())).await, &json(r#"{"by": "first"}"#));
+    ok(second.put("notes".into(), 2.into(), 2.into())).await;
+    ok(second.close()).await;
+}
+
 #[wasm_bindgen_test]
 async fn declaring_a_new_index_upgrades_the_database() {
     let name = unique("upgrade");
