@@ -68,7 +68,7 @@ async function main() {
     await browser.waitFor('#status[data-connection="online"]');
 
     // The hub goes away (and with it the web server): the page must still open.
-    await stop(hub);
+    await stop(hub, "SIGKILL");
     await browser.waitFor('#status[data-connection="offline"][data-choice="online"]', "the pill showing the hub unreachable");
     await browser.go(app);
     await browser.waitFor('body[data-ready="true"]', "the app loaded offline");

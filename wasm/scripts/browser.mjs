@@ -44,11 +44,20 @@ export function start(name, command, args, ready) {
   });
 }
 
-export function stop(child) {
+/** Stops a process (SIGTERM unless told otherwise) and waits until it has exited. */
+export function stop(child, signal = "SIGTERM") {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
     child.once("exit", () => resolve());
-    child.kill("SIGKILL");
+    child.kill(signal);
+  });
+}
+
+// Interrupted tests leave no process behind: the signal stops every child first.
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => {
+    for (const child of children) child.kill("SIGKILL");
+    process.exit(130);
   });
 }
 
