@@ -44,11 +44,18 @@ export function start(name, command, args, ready) {
   });
 }
 
-/** Stops a process (SIGTERM unless told otherwise) and waits until it has exited. */
+/**
+ * Stops a process and waits until it has exited: SIGTERM unless told otherwise, then SIGKILL
+ * after 3 s (chromedriver ignores SIGTERM while it has served a session).
+ */
 export function stop(child, signal = "SIGTERM") {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
+    const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
     child.kill(signal);
   });
 }
