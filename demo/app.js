@@ -5,7 +5,8 @@
 // (a Tez "enrich" DAG) and one record per project in "project_stats" (a Tez "aggregate" DAG).
 //
 // URL parameters: `?user=NAME` picks the local database (several users can share one browser),
-// `#token=JWT` the hub token (kept in localStorage, so a reload needs no token in the URL).
+// `#token=JWT` the hub token (kept in localStorage, so a reload needs no token in the URL). The
+// choice to stay offline is kept in localStorage too.
 
 import init, { Tidepool } from "./pkg/tidepool_wasm.js";
 
@@ -63,30 +64,50 @@ function element(tag, props = {}, ...children) {
   return node;
 }
 
+/** The pill says what the user can act on: offline by choice, or trying to reach the hub. */
+function describeStatus(status, wantOnline) {
+  const pending = status.pending === 0
+    ? "all synced"
+    : status.pending === 1 ? "1 change to sync" : `${status.pending} changes to sync`;
+  if (!wantOnline) return `offline (your choice) · ${status.pending === 0 ? "nothing to sync" : pending}`;
+  if (status.connection === "online") return `online · ${status.synced || status.pending > 0 ? pending : "catching up…"}`;
+  if (status.connection === "connecting") return `connecting… · ${status.pending === 0 ? "no local changes" : pending}`;
+  return `hub unreachable, retrying · ${status.pending === 0 ? "no local changes" : pending}`;
+}
+
 function renderStatus(status, wantOnline) {
   const node = $("#status");
   node.dataset.connection = status.connection;
   node.dataset.pending = String(status.pending);
   node.dataset.synced = String(status.synced);
-  const pending = status.pending === 1 ? "1 change to sync" : `${status.pending} changes to sync`;
-  node.textContent = `${status.connection} · ${status.synced ? "all synced" : pending}`;
-  if (status.error) node.textContent += ` · ${status.error.code}`;
-  $("#toggle-online").textContent = wantOnline ? "Go offline" : "Go online";
+  node.dataset.choice = wantOnline ? "online" : "offline";
+  node.textContent = describeStatus(status, wantOnline);
+  // The hub's last complaint, in words, for whoever hovers: codes are for programs.
+  node.title = status.error ? status.error.message : "";
+  const toggle = $("#toggle-online");
+  toggle.textContent = wantOnline ? "Go offline" : "Go online";
+  toggle.setAttribute("aria-pressed", String(!wantOnline));
 }
+
+/** Task titles by key, so the activity list can name a deleted task too. */
+const titles = new Map();
 
 async function renderTasks(db) {
   const tasks = await db.getAll("tasks");
   const keys = await db.getAllKeys("tasks");
   const rows = keys.map((key, i) => ({ key, task: tasks[i] }));
+  for (const { key, task } of rows) titles.set(JSON.stringify(key), task.title);
   rows.sort((a, b) => (a.task.created ?? 0) - (b.task.created ?? 0));
   const list = $("#tasks");
   list.replaceChildren(
     ...rows.map(({ key, task }) => {
-      const done = element("input", { type: "checkbox", className: "done", checked: Boolean(task.done) });
-      done.addEventListener("change", guarded(() => db.put("tasks", key, { ...task, done: done.checked })));
-      const more = element("button", { type: "button", className: "more", textContent: "+1h" });
+      const done = element("input", { type: "checkbox", className: "done", checked: Boolean(task.done), "aria-label": `done: ${task.title}` });
+      // An update of the one field: a put of this (possibly stale) copy would revert what
+      // another device or the analytics bridge changed since the list was drawn.
+      done.addEventListener("change", guarded(() => db.update("tasks", key, { done: done.checked })));
+      const more = element("button", { type: "button", className: "more", textContent: "+1h", "aria-label": `one more hour for ${task.title}` });
       more.addEventListener("click", guarded(() => db.increment("tasks", key, "hours", 1)));
-      const remove = element("button", { type: "button", className: "remove", textContent: "✕" });
+      const remove = element("button", { type: "button", className: "remove", textContent: "✕", "aria-label": `delete ${task.title}` });
       remove.addEventListener("click", guarded(() => db.delete("tasks", key)));
       const size = task.size
         ? element("span", { className: "size", title: "computed by Tez", textContent: task.size })
@@ -106,8 +127,10 @@ async function renderTasks(db) {
   );
 }
 
-async function renderStats(db) {
+async function renderStats(db, arrived) {
   const stats = await db.getAll("project_stats");
+  if (arrived) $("#stats-when").textContent = `results received ${arrived.toLocaleTimeString()}`;
+  else if (stats.length > 0 && !$("#stats-when").textContent) $("#stats-when").textContent = "results from an earlier visit";
   stats.sort((a, b) => String(a.project).localeCompare(String(b.project)));
   $("#stats tbody").replaceChildren(
     ...stats.map((s) =>
@@ -123,9 +146,18 @@ async function renderStats(db) {
   );
 }
 
+function describeChange(store, change) {
+  const id = JSON.stringify(change.key);
+  const name = store === "tasks"
+    ? (change.value && change.value.title) || titles.get(id) || id
+    : (change.value && change.value.project) || id;
+  return `${change.type === "delete" ? "deleted" : "saved"} “${name}”`;
+}
+
 function logEvent(event) {
-  const what = event.changes.map((c) => `${c.type} ${JSON.stringify(c.key)}`).join(", ");
-  const entry = element("li", { dataset: { origin: event.origin, store: event.store } }, `${event.origin} · ${event.store} · ${what}`);
+  const what = event.changes.map((c) => describeChange(event.store, c)).join(", ");
+  const at = new Date().toLocaleTimeString();
+  const entry = element("li", { dataset: { origin: event.origin, store: event.store } }, `${at} · ${event.origin} · ${event.store} · ${what}`);
   const log = $("#log");
   log.prepend(entry);
   while (log.children.length > LOG_LENGTH) log.lastElementChild.remove();
@@ -137,9 +169,20 @@ async function main() {
   if (!token) {
     showProblem("no hub token: open the address `make run` printed (it ends in #token=…)");
   }
+  const choice = `tidepool-demo-online/${name}/${user}`;
+  let wantOnline = localStorage.getItem(choice) !== "false";
   await init();
-  const db = await Tidepool.open({ name, localName: `tidepool-demo-${name}-${user}`, stores: STORES, hub, token });
-  let wantOnline = true;
+  const options = { name, localName: `tidepool-demo-${name}-${user}`, stores: STORES, hub, token, online: wantOnline };
+  let db;
+  try {
+    db = await Tidepool.open(options);
+  } catch (error) {
+    if (error.code !== "in_use") throw error;
+    // One tab at a time holds the database: this one waits and takes over when that tab closes.
+    $("#status").dataset.connection = "waiting";
+    $("#status").textContent = "open in another tab · this tab takes over when that one closes";
+    db = await Tidepool.open({ ...options, waitForLock: true });
+  }
   db.onStatus((status) => renderStatus(status, wantOnline));
   renderStatus(db.status(), wantOnline);
 
@@ -149,7 +192,7 @@ async function main() {
   });
   db.subscribe("project_stats", (event) => {
     logEvent(event);
-    renderStats(db).catch(showProblem);
+    renderStats(db, new Date()).catch(showProblem);
   });
   await Promise.all([renderTasks(db), renderStats(db)]);
 
@@ -172,12 +215,19 @@ async function main() {
   );
   $("#toggle-online").addEventListener("click", () => {
     wantOnline = !wantOnline;
+    localStorage.setItem(choice, String(wantOnline));
     db.setOnline(wantOnline);
     renderStatus(db.status(), wantOnline);
   });
   $("#add").disabled = false;
   $("#toggle-online").disabled = false;
   document.body.dataset.ready = "true";
+}
+
+// The app shell (this page, its script, styles and the client module) is cached by a service
+// worker, so the page opens, with its local tasks, while the network or the hub is down.
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("sw.js").catch((error) => console.warn("no offline app shell:", error));
 }
 
 main().catch(showProblem);

@@ -6,11 +6,14 @@
 # bench-wasm  bulkPut vs raw IndexedDB and cold open, in Chromium, optimized build; prints the
 #             figures and the size of the ES module bundle.
 # wasm-pkg    the optimized ES module and its types in wasm/pkg.
+# npm-pack    the npm package (@tidepool/browser) from wasm/pkg: target/npm/tidepool-browser-*.tgz.
+# test-npm    that tarball installed into a tiny app with esbuild from npm, bundled, served by a
+#             real hub and run in headless Chromium: put, update, synced to a second page.
 #
 # Everything the targets need is installed when missing: the wasm32 target, wasm-bindgen-cli at
 # the exact version the crate pins, and Debian's chromium and chromium-driver.
 
-TEST_TARGETS += test-wasm
+TEST_TARGETS += test-wasm test-npm
 BENCH_TARGETS += bench-wasm
 
 WASM_BINDGEN_VERSION := 0.2.130
@@ -23,7 +26,7 @@ WASM_CARGO_TARGET := --target wasm32-unknown-unknown
 WASM_RELEASE_ENV := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=0
 WASM_TARGET_DIR = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync bench-wasm wasm-pkg
+.PHONY: npm-pack test-npm wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync bench-wasm wasm-pkg
 
 wasm-deps:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -40,7 +43,7 @@ test-wasm-module: wasm-deps
 	$(CARGO) build -p tidepool-wasm $(WASM_CARGO_TARGET)
 	rm -rf $(WASM_TARGET_DIR)/wasm-module-check
 	wasm-bindgen --target web --out-dir $(WASM_TARGET_DIR)/wasm-module-check $(WASM_TARGET_DIR)/wasm32-unknown-unknown/debug/tidepool_wasm.wasm
-	@for api in 'export class Tidepool' 'bulkPut(' 'spliceText(' 'whenSynced(' 'static open(options: OpenOptions): Promise<Tidepool>' 'export interface ChangeEvent'; do \
+	@for api in 'export class Tidepool' 'bulkPut(' 'update(' 'TidepoolChanges' 'spliceText(' 'whenSynced(' 'static open(options: OpenOptions): Promise<Tidepool>' 'export interface ChangeEvent'; do \
 	  grep -qF "$$api" $(WASM_TARGET_DIR)/wasm-module-check/tidepool_wasm.d.ts || { echo "tidepool_wasm.d.ts lacks: $$api"; exit 1; }; \
 	done
 
@@ -59,3 +62,15 @@ wasm-pkg: wasm-deps
 
 bench-wasm: wasm-pkg
 	set -o pipefail; cd wasm && $(WASM_RELEASE_ENV) $(WASM_TEST_ENV) $(CARGO) test --release $(WASM_CARGO_TARGET) --test bench -- --nocapture 2>&1 | grep -E '^BENCH|test result'
+
+NPM_OUT = $(WASM_TARGET_DIR)/npm
+WASM_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+
+npm-pack: wasm-pkg
+	@command -v npm >/dev/null || ($(WASM_SUDO) apt-get update && $(WASM_SUDO) apt-get install -y nodejs npm)
+	rm -f $(NPM_OUT)/*.tgz
+	node wasm/scripts/npm-pack.mjs wasm/pkg $(NPM_OUT) $(WASM_VERSION)
+
+test-npm: npm-pack
+	$(CARGO) build -p tidepool-hub --bin tidepool-hub
+	node wasm/scripts/npm-test.mjs $$(ls $(NPM_OUT)/*.tgz) $(WASM_TARGET_DIR)/debug/tidepool-hub $(CHROMEDRIVER)

@@ -9,7 +9,7 @@ use rand::RngCore;
 use tidepool_core::automerge::ActorId;
 use tidepool_core::sync::{ClientConfig, ClientDocs, ClientEngine, OutboxId};
 use tidepool_core::wire::{Cursor, ErrorCode, Payload, PeerId};
-use tidepool_core::{DocId, Key, LocalChange, Record, StoreRef, Value};
+use tidepool_core::{DocId, Key, LocalChange, Patch, Record, StoreRef, Value};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -88,6 +88,14 @@ impl Client {
     /// Writes a record. Returns the change's id, or `None` if the record already held the value.
     pub fn put(&self, store: &StoreRef, key: &Key, value: &Value) -> Result<Option<OutboxId>, ClientError> {
         self.edit(store, key, |r| Ok(r.put(value, now_secs())?))
+    }
+
+    /// Changes only the fields `patch` names, on top of the record's current state (a record that
+    /// does not exist becomes the patch's object). Unlike a put of a copy read earlier, it cannot
+    /// revert a remote edit of another field that arrived in between. Returns `None` if nothing
+    /// changed.
+    pub fn update(&self, store: &StoreRef, key: &Key, patch: &Patch) -> Result<Option<OutboxId>, ClientError> {
+        self.edit(store, key, |r| Ok(r.update(patch, now_secs())?))
     }
 
     /// Deletes a record. Returns `None` if it did not exist.

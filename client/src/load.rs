@@ -1,21 +1,21 @@
-//! The load generator behind `tidepool-load`: N native clients doing random puts on R records
+//! The load generator behind `tidepool-load`: N native clients doing random field updates on R records
 //! through a hub, measuring how long a change takes to become visible on every other client.
 //!
 //! Each client owns one field per record (`c<client>`), and its n-th write sets that field to n.
 //! A client's field only grows, so when an observer sees `c7 = 12` on a record it has seen every
-//! earlier write of client 7 to that record too. A write's latency is the time from its `put` to
+//! earlier write of client 7 to that record too. A write's latency is the time from its `update` to
 //! the moment the last of the other clients saw it. Every client keeps at most `window` writes
 //! unacknowledged (closed loop), so the latency measures the system rather than a queue the tool
 //! filled up front.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
 use thiserror::Error;
-use tidepool_core::{Key, StoreRef, Value};
+use tidepool_core::{Key, Patch, StoreRef, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{Client, ClientError, ClientOptions, converge};
@@ -193,17 +193,16 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
                     let key = record_key(record);
                     let count = counts.entry(record).or_default();
                     *count += 1;
-                    let mut fields = match c.get(&store, &key)? {
-                        Some(Value::Object(fields)) => fields,
-                        _ => BTreeMap::new(),
-                    };
-                    fields.insert(field(me), Value::Int(i64::try_from(*count).unwrap_or(i64::MAX)));
+                    // An update of this client's own field only: a put of the whole record
+                    // would write back the other clients' fields as this client last saw them,
+                    // reverting a remote write that arrived in between.
+                    let patch = Patch::new().set(field(me), Value::Int(i64::try_from(*count).unwrap_or(i64::MAX)));
                     {
                         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         let write = Write { n: *count, at: Instant::now(), waiting: n - 1 };
                         t.writes.entry((me, record)).or_default().push(write);
                     }
-                    if let Some(id) = c.put(&store, &key, &Value::Object(fields))? {
+                    if let Some(id) = c.update(&store, &key, &patch)? {
                         inflight.push_back(id);
                     }
                 }

@@ -17,7 +17,7 @@ pub mod writeback;
 pub use automerge;
 pub use doc_id::{DocId, StoreRef};
 pub use key::{Key, KeyError};
-pub use record::{LocalChange, Record, RecordError};
+pub use record::{FieldUpdate, LocalChange, Patch, Record, RecordError};
 pub use value::{PathSegment, Value, ValueError};
 pub use foreign::{Verified, VerifiedSync};
 pub use layout::Provenance;

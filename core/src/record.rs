@@ -17,6 +17,9 @@ use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
 use crate::value::{PathSegment, Value, ValueError};
 use crate::wire::Payload;
 
+mod update;
+pub use update::{FieldUpdate, Patch};
+
 /// What went wrong with a record operation.
 #[derive(Debug, Error)]
 pub enum RecordError {

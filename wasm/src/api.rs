@@ -17,7 +17,7 @@ use crate::client::shared::Shared;
 use crate::client::{State, maintain, open, verify};
 use crate::error::Error;
 use crate::events::Origin;
-use crate::js::{global, key as js_key, path as js_path, value as js_value};
+use crate::js::{global, key as js_key, patch as js_patch, path as js_path, value as js_value};
 use crate::options::OpenOptions;
 use crate::sync::driver::{self, COMPACT_ABOVE, COMPACT_STEP};
 
@@ -137,6 +137,27 @@ impl Tidepool {
         let shared = self.shared.clone();
         // Converted now, as IndexedDB clones at call time: later mutations by the caller do not leak in.
         let edit = js_key::from_js(&key).and_then(|k| Ok((k, Edit::Put(js_value::from_js(&value)?))));
+        promise(async move {
+            write(&shared, &store, vec![edit?]).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Changes only the fields named in `changes`, on top of the record's current state, in one
+    /// transaction: a remote edit of another field, before or after, survives (a `put` of a copy
+    /// read earlier would revert it). A nested plain object changes the fields it names inside
+    /// that field's object; `undefined` removes a field; anything else is the field's new value.
+    /// A record that does not exist becomes the object of the given fields.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn update(
+        &self,
+        store: String,
+        #[wasm_bindgen(unchecked_param_type = "TidepoolKey")] key: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "TidepoolChanges")] changes: JsValue,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        // Converted now, like put's value: later mutations by the caller do not leak in.
+        let edit = js_key::from_js(&key).and_then(|k| Ok((k, Edit::Update(js_patch::from_js(&changes)?))));
         promise(async move {
             write(&shared, &store, vec![edit?]).await?;
             Ok(JsValue::UNDEFINED)

@@ -10,6 +10,13 @@ export type TidepoolKey = number | string | Date | ArrayBuffer | ArrayBufferView
 /** A field name, or a path of field names and array indexes. */
 export type TidepoolPath = string | (string | number)[];
 
+/**
+ * The fields `update` changes. A nested plain object changes only the fields it names inside
+ * that field's object; `undefined` removes a field; any other value (arrays, Dates, bytes,
+ * scalars, null) is the field's new value. Example: `{ done: true, note: undefined, meta: { by: "ann" } }`.
+ */
+export type TidepoolChanges = { [field: string]: unknown };
+
 export interface IndexSpec {
   name: string;
   keyPath: string | string[];
@@ -34,6 +41,11 @@ export interface OpenOptions {
   token?: string;
   /** Connect right away (default true). */
   online?: boolean;
+  /**
+   * If another tab has this database open, wait until it closes (or crashes) and then open,
+   * instead of failing with `in_use` (default false).
+   */
+  waitForLock?: boolean;
 }
 
 export interface Change {

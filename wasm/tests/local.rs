@@ -239,6 +239,48 @@ async fn values_and_keys_round_trip_exactly() {
 }
 
 #[wasm_bindgen_test]
+async fn update_changes_only_the_named_fields() {
+    let name = unique("update");
+    let db = open(todos_options(&name)).await;
+    // A record that does not exist becomes the object of the given fields; `undefined` removes
+    // nothing there.
+    let first = json(r#"{"title": "milk", "meta": {"by": "ann"}}"#);
+    set(&first, "note", JsValue::UNDEFINED);
+    ok(db.update("notes".into(), "n1".into(), first)).await;
+    assert_same(&ok(db.get("notes".into(), "n1".into())).await, &json(r#"{"title": "milk", "meta": {"by": "ann"}}"#));
+
+    ok(db.put("notes".into(), "n1".into(), json(r#"{"title": "milk", "done": false, "note": "x", "meta": {"by": "ann", "at": 1}, "tags": ["a"]}"#))).await;
+    ok(db.increment("notes".into(), "n1".into(), "likes".into(), 2.0)).await;
+    let changes = json(r#"{"done": true, "meta": {"at": 2, "extra": {"deep": 1}}, "tags": ["a", "b"], "likes": 5}"#);
+    set(&changes, "note", JsValue::UNDEFINED);
+    set(&get(&changes, "meta"), "by", JsValue::UNDEFINED);
+    ok(db.update("notes".into(), "n1".into(), changes)).await;
+    let expected = json(r#"{"title": "milk", "done": true, "meta": {"at": 2, "extra": {"deep": 1}}, "tags": ["a", "b"], "likes": 5}"#);
+    assert_same(&ok(db.get("notes".into(), "n1".into())).await, &expected);
+    // The plain store and the document agree, also after reopening.
+    assert_same(&raw_all(&name, "notes").await.get(0), &expected);
+    assert_consistent(&db, "notes").await;
+    ok(db.close()).await;
+    let db = open(todos_options(&name)).await;
+    ok(db.update("notes".into(), "n1".into(), json(r#"{"title": "oat milk"}"#))).await;
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "title").as_string().as_deref(), Some("oat milk"));
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "done").as_bool(), Some(true));
+    assert_consistent(&db, "notes").await;
+
+    // Bad changes are refused before anything is written.
+    for bad in [json("[]"), json("1"), JsValue::NULL, JsValue::UNDEFINED, make_map()] {
+        assert_eq!(err(db.update("notes".into(), "n1".into(), bad.clone())).await, "bad_value", "{bad:?}");
+    }
+    let nested = json(r#"{"meta": {"f": 1}}"#);
+    set(&get(&nested, "meta"), "f", make_function());
+    let thrown = wait(db.update("notes".into(), "n1".into(), nested)).await.unwrap_err();
+    let message = get(&thrown, "message").as_string().unwrap();
+    assert!(message.contains("`meta.f`"), "the message names the path: {message}");
+    assert_eq!(get(&ok(db.get("notes".into(), "n1".into())).await, "title").as_string().as_deref(), Some("oat milk"));
+    ok(db.close()).await;
+}
+
+#[wasm_bindgen_test]
 async fn bad_input_is_refused_with_a_code() {
     let name = unique("errors");
     let db = open(todos_options(&name)).await;
@@ -388,7 +430,7 @@ async fn a_change_too_large_to_sync_is_kept_locally_and_reported() {
     // outbox at once (it could never be acknowledged) and the status says why.
     let status = db.status();
     assert_eq!(get(&status, "pending").as_f64(), Some(0.0), "{}", stringify(&status));
-    assert_eq!(get(&get(&status, "error"), "code").as_string().as_deref(), Some("hub_toolarge"));
+    assert_eq!(get(&get(&status, "error"), "code").as_string().as_deref(), Some("hub_too_large"));
     assert_eq!(raw_keys(&name, "_tp_outbox").await.length(), 0);
     let stored = ok(db.get("notes".into(), "big".into())).await;
     assert_eq!(Uint8Array::new(&get(&stored, "blob")).length(), 5 * 1024 * 1024);
@@ -404,6 +446,33 @@ async fn a_database_opens_once_at_a_time() {
     ok(first.close()).await;
     let second = open(todos_options(&name)).await;
     assert_eq!(ok(second.get("notes".into(), 1.into())).await.as_f64(), Some(1.0));
+    ok(second.close()).await;
+}
+
+/// A second tab that opens with `waitForLock` waits instead of failing, and takes over (with
+/// everything the first one wrote) once the first closes.
+#[wasm_bindgen_test]
+async fn a_waiting_open_takes_over_when_the_holder_closes() {
+    let name = unique("takeover");
+    let first = open(todos_options(&name)).await;
+    let waiting_options = todos_options(&name);
+    set(&waiting_options, "waitForLock", true);
+    let opened = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = opened.clone();
+    let waiting = Tidepool::open(waiting_options);
+    let on_open = Closure::once(move |_: JsValue| flag.set(true));
+    let _ = waiting.then(&on_open);
+    ok(first.put("notes".into(), 1.into(), json(r#"{"by": "first"}"#))).await;
+    // Many turns of the event loop later, the waiting open is still waiting.
+    for _ in 0..20 {
+        ok(first.get("notes".into(), 1.into())).await;
+    }
+    assert!(!opened.get(), "the second open must wait while the first holds the database");
+    ok(first.close()).await;
+    let second = <Tidepool as wasm_bindgen::convert::TryFromJsValue>::try_from_js_value(ok(waiting).await).expect("a Tidepool");
+    assert!(opened.get());
+    assert_same(&ok(second.get("notes".into(), 1.into())).await, &json(r#"{"by": "first"}"#));
+    ok(second.put("notes".into(), 2.into(), 2.into())).await;
     ok(second.close()).await;
 }
 

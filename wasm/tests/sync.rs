@@ -158,6 +158,34 @@ async fn offline_edits_on_two_clients_converge() {
     ok(b.close()).await;
 }
 
+/// The read-modify-put race `update` removes: each client changes its own field of a record
+/// while the other's change is in flight, and both fields survive on both.
+#[wasm_bindgen_test]
+async fn concurrent_updates_of_different_fields_both_survive() {
+    let db = unique("update");
+    let a = open(client(&db, &format!("{db}-a"), true)).await;
+    let b = open(client(&db, &format!("{db}-b"), true)).await;
+    ok(a.put("todos".into(), "t".into(), json(r#"{"title": "milk", "done": false, "meta": {"by": "ann"}}"#))).await;
+    synced(&a).await;
+    eventually("b has the record", || async { !ok(b.get("todos".into(), "t".into())).await.is_undefined() }).await;
+    for round in 0..10 {
+        let a_change = json(&format!(r#"{{"done": {}, "meta": {{"round": {round}}}}}"#, round % 2 == 0));
+        let b_change = json(&format!(r#"{{"title": "milk {round}", "meta": {{"by": "bob {round}"}}}}"#));
+        // Both in flight at once: neither waits for the other's change.
+        let (pa, pb) = (a.update("todos".into(), "t".into(), a_change), b.update("todos".into(), "t".into(), b_change));
+        ok(pa).await;
+        ok(pb).await;
+    }
+    synced(&a).await;
+    synced(&b).await;
+    let expected = json(r#"{"title": "milk 9", "done": false, "meta": {"by": "bob 9", "round": 9}}"#);
+    for (name, c) in [("a", &a), ("b", &b)] {
+        eventually(&format!("{name} has both clients' fields"), || async { deep_equal(&ok(c.get("todos".into(), "t".into())).await, &expected) }).await;
+    }
+    ok(a.close()).await;
+    ok(b.close()).await;
+}
+
 #[wasm_bindgen_test]
 async fn the_outbox_survives_closing_and_reopening() {
     let db = unique("outbox");

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::transaction::Transaction;
 use tidepool_core::first_put::first_put;
-use tidepool_core::{DocId, Key, LocalChange, PathSegment, Record, Value};
+use tidepool_core::{DocId, Key, LocalChange, Patch, PathSegment, Record, Value};
 use wasm_bindgen::JsValue;
 
 use crate::client::State;
@@ -28,6 +28,8 @@ use crate::js::{global, key as js_key, value as js_value};
 #[derive(Debug, Clone)]
 pub enum Edit {
     Put(Value),
+    /// Changes only the named fields, on top of the document's current state.
+    Update(Patch),
     Delete,
     Increment { path: Vec<PathSegment>, delta: i64 },
     Splice { path: Vec<PathSegment>, index: usize, delete: usize, text: String },
@@ -78,6 +80,12 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
             Edit::Put(value) if new_record => first_put(&state.actor, &value, time)
                 .map(|change| (Some(change), Some(js_value::to_js(&value))))
                 .map_err(Error::from),
+            // Nothing to merge with: the record becomes the patch's object, as `Record::update`
+            // makes a record that does not exist.
+            Edit::Update(patch) if new_record => {
+                let value = patch.to_value();
+                first_put(&state.actor, &value, time).map(|change| (Some(change), Some(js_value::to_js(&value)))).map_err(Error::from)
+            }
             edit => {
                 let record = match state.cache.get_mut(&target.doc) {
                     Some(record) => record,
@@ -152,6 +160,10 @@ fn apply(record: &mut Record, edit: Edit, time: i64) -> Result<(Option<LocalChan
             // After a put the document holds exactly this value, so its plain form is the value's
             // (`to_js` already renders text and counters as plain strings and numbers).
             (change, Some(js_value::to_js(&value)))
+        }
+        Edit::Update(patch) => {
+            let change = record.update(&patch, time)?;
+            (change, plain(record)?)
         }
         Edit::Delete => (record.delete(time)?, None),
         Edit::Increment { path, delta } => {

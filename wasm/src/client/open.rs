@@ -43,7 +43,7 @@ async fn everything(store: &indexed_db_futures::object_store::ObjectStore<'_>) -
 }
 
 pub async fn open(options: &OpenOptions) -> Result<State, Error> {
-    let lock = lock::acquire(&options.local_name).await?;
+    let lock = lock::acquire(&options.local_name, options.wait_for_lock).await?;
     let db = schema::open(&options.local_name, &options.stores).await?;
     let connection: web_sys::IdbDatabase = db.as_sys().clone().unchecked_into();
     let on_version_change = Closure::<dyn FnMut()>::new(move || {

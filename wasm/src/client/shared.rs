@@ -24,12 +24,22 @@ pub enum Delivery {
     Disconnect,
 }
 
-/// The `status().error.code` for a hub error.
+/// The `status().error.code` for a hub error: `hub_` and the code in snake case
+/// (`hub_shutting_down`), so apps can match it and people can read it.
 fn error_name(code: ErrorCode) -> String {
     match code {
         ErrorCode::Unauthorized => "auth_rejected".into(),
         ErrorCode::Forbidden => "forbidden".into(),
-        other => format!("hub_{other:?}").to_lowercase(),
+        other => {
+            let mut name = String::from("hub");
+            for c in format!("{other:?}").chars() {
+                if c.is_ascii_uppercase() {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_lowercase());
+            }
+            name
+        }
     }
 }
 
@@ -146,5 +156,18 @@ impl Shared {
         if !targets.is_empty() {
             events::call_all(&targets, &events::change_event(store, origin, written));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_error_codes_are_snake_case() {
+        assert_eq!(error_name(ErrorCode::ShuttingDown), "hub_shutting_down");
+        assert_eq!(error_name(ErrorCode::Overloaded), "hub_overloaded");
+        assert_eq!(error_name(ErrorCode::UnsupportedVersion), "hub_unsupported_version");
+        assert_eq!(error_name(ErrorCode::Unauthorized), "auth_rejected");
     }
 }

@@ -3,7 +3,8 @@
 //! Each open database keeps its documents' locations and recently used documents in memory; a
 //! second instance writing the same IndexedDB database would not see the first one's writes and
 //! could compact them away. Until instances coordinate (one leader per database), a second open of
-//! the same local database is refused with `in_use` instead of risking that.
+//! the same local database is refused with `in_use` instead of risking that, or, with
+//! `waitForLock`, waits until the first instance closes (or its page crashes) and then opens.
 
 use futures_channel::oneshot;
 use js_sys::{Function, Object, Promise, Reflect};
@@ -25,9 +26,10 @@ impl Drop for Lock {
     }
 }
 
-/// Takes the lock `name` if nobody holds it. `Ok(None)` where the Web Locks API is missing
+/// Takes the lock `name` if nobody holds it, or (`wait`) once its holder releases it: the browser
+/// releases a lock when its page closes or crashes, so a waiting tab takes over. `Ok(None)` where the Web Locks API is missing
 /// (insecure contexts, old browsers): the database then opens unguarded, as before locks existed.
-pub async fn acquire(name: &str) -> Result<Option<Lock>, Error> {
+pub async fn acquire(name: &str, wait: bool) -> Result<Option<Lock>, Error> {
     let locks = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|n| Reflect::get(&n, &"locks".into()))
         .ok()
@@ -55,7 +57,7 @@ pub async fn acquire(name: &str) -> Result<Option<Lock>, Error> {
         held.into()
     });
     let options = Object::new();
-    let _ = Reflect::set(&options, &"ifAvailable".into(), &true.into());
+    let _ = Reflect::set(&options, &"ifAvailable".into(), &(!wait).into());
     let name = JsValue::from_str(&format!("tidepool:{name}"));
     request
         .call3(&locks, &name, &options, callback.as_ref().unchecked_ref())

@@ -3,5 +3,6 @@
 pub mod global;
 pub mod key;
 pub mod lock;
+pub mod patch;
 pub mod path;
 pub mod value;

@@ -21,13 +21,27 @@ const MAX_SAFE: i64 = (1 << 53) - 1;
 /// Converts a JavaScript value to a record value, or says where and why it cannot be stored.
 pub fn from_js(value: &JsValue) -> Result<Value, Error> {
     let mut path = Vec::new();
-    convert(value, 0, &mut path).map_err(|reason| {
-        let at = if path.is_empty() { "the value".to_owned() } else { format!("`{}`", path.join(".")) };
-        Error::BadValue(format!("{at} {reason}"))
-    })
+    convert(value, 0, &mut path).map_err(|reason| at_path(&path, &reason))
 }
 
-fn convert(value: &JsValue, depth: usize, path: &mut Vec<String>) -> Result<Value, String> {
+/// A `bad_value` error naming where in the value (a dotted path) and why.
+pub(crate) fn at_path(path: &[String], reason: &str) -> Error {
+    let at = if path.is_empty() { "the value".to_owned() } else { format!("`{}`", path.join(".")) };
+    Error::BadValue(format!("{at} {reason}"))
+}
+
+/// Whether `value` is a plain object (`{...}` or `Object.create(null)`), not an array, Date,
+/// byte array or class instance.
+pub(crate) fn is_plain_object(value: &JsValue) -> bool {
+    if !value.is_object() || value.is_function() || Array::is_array(value) {
+        return false;
+    }
+    let proto = Object::get_prototype_of(value);
+    proto.is_null() || proto == Object::get_prototype_of(&Object::new())
+}
+
+/// Converts `value` found at `path`, `depth` levels into a record value.
+pub(crate) fn convert(value: &JsValue, depth: usize, path: &mut Vec<String>) -> Result<Value, String> {
     if let Some(n) = value.as_f64() {
         return Ok(number(n));
     }
