@@ -92,8 +92,13 @@ impl PgServer {
     /// Creates an empty database and returns its URL.
     pub fn fresh_db(&self) -> String {
         let name = format!("t{}", self.next_db.fetch_add(1, Ordering::Relaxed));
-        let mut client = postgres::Client::connect(&self.admin_url(), postgres::NoTls).expect("connect to postgres");
-        client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        // createdb rather than the Rust client: the synchronous client cannot run inside the
+        // async tests' runtime.
+        let port = self.port.to_string();
+        run(
+            Command::new(self.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &port, "-U", "tidepool", &name]),
+            "createdb",
+        );
         format!("postgres://tidepool@127.0.0.1:{}/{name}", self.port)
     }
 
