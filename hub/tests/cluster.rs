@@ -235,6 +235,14 @@ async fn a_stopped_owner_is_fenced_once_another_hub_took_its_database() {
         "{:?}",
         ending.messages
     );
+    // The old owner found out: its lease counts as lost, and it owns nothing now.
+    wait_until("the old owner to notice", || group.hubs[owner].metric("tidepool_leases_lost_total") >= 1.0).await;
+    assert_eq!(group.hubs[owner].metric("tidepool_owned_databases"), 0.0);
+    eprintln!(
+        "fenced hub: {:?}, storage failures {}",
+        ending.error(),
+        group.hubs[owner].metric("tidepool_storage_failures_total")
+    );
     let stored = dump_pg(&group.url, db);
     assert!(stored.contains("before"), "{stored:?}");
     assert!(!stored.contains("stopped"), "a write of the fenced hub is visible: {stored:?}");
