@@ -179,24 +179,42 @@ impl Keeper {
     /// installed, so no write of this hub is based on an older state.
     fn acquire(&mut self, db: &str) -> Result<(), StorageError> {
         let me = &self.cluster.options.hub_id;
-        let row = match self.client.query_opt(
-            "INSERT INTO tidepool_leases (db, owner, fence, expires)
-             VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3))
-             ON CONFLICT (db) DO UPDATE
-               SET owner = excluded.owner, fence = tidepool_leases.fence + 1, expires = excluded.expires
-               WHERE tidepool_leases.expires <= clock_timestamp() OR tidepool_leases.owner = excluded.owner
-             RETURNING fence",
-            &[&db, me, &self.ttl_secs],
-        ) {
-            Ok(row) => row,
+        let taken = (|| -> Result<Option<i64>, postgres::Error> {
+            let mut tx = self.client.transaction()?;
+            // FOR UPDATE waits for every write transaction that checked the old fence (they
+            // hold the row FOR KEY SHARE) and makes later checks wait for this one: no write
+            // under the old fence can commit after the new one is visible.
+            let current = tx.query_opt(
+                "SELECT owner, expires <= clock_timestamp() FROM tidepool_leases WHERE db = $1 FOR UPDATE",
+                &[&db],
+            )?;
+            let fence = match current {
+                None => tx.query_opt(
+                    "INSERT INTO tidepool_leases (db, owner, fence, expires)
+                     VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3))
+                     ON CONFLICT (db) DO NOTHING RETURNING fence",
+                    &[&db, me, &self.ttl_secs],
+                )?,
+                Some(row) if row.get::<_, bool>(1) || row.get::<_, String>(0) == *me => tx.query_opt(
+                    "UPDATE tidepool_leases SET owner = $2, fence = fence + 1,
+                       expires = clock_timestamp() + make_interval(secs => $3)
+                     WHERE db = $1 RETURNING fence",
+                    &[&db, me, &self.ttl_secs],
+                )?,
+                Some(_) => None,
+            };
+            tx.commit()?;
+            Ok(fence.map(|r| r.get::<_, i64>(0)))
+        })();
+        let fence = match taken {
+            Ok(Some(fence)) => fence,
+            Ok(None) => return Ok(()),
             Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
                 tracing::info!(db, "lease row busy (its last owner is mid-transaction); next round");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(row) = row else { return Ok(()) };
-        let fence: i64 = row.get(0);
         tracing::info!(db, fence, "lease acquired");
         let cluster = self.cluster.clone();
         let db_owned = db.to_owned();

@@ -45,7 +45,7 @@ pub use store::{Storage, StorageOptions, StorageStats};
 pub enum StorageError {
     #[error("sqlite: {0}")]
     Sqlite(Box<rusqlite::Error>),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(Box<::postgres::Error>),
     #[error("this hub holds no lease on database {0:?}")]
     NotOwner(String),
@@ -75,6 +75,14 @@ pub enum StorageError {
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         StorageError::Sqlite(Box::new(e))
+    }
+}
+
+/// The server's message and code when there is one (`postgres::Error` alone says "db error").
+fn postgres_detail(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 

@@ -5,11 +5,13 @@
 //!
 //! Fencing: when a hub runs with leases (see `crate::cluster`), every write checks, once per
 //! transaction and database, that the database's lease row still carries the fencing number
-//! this hub acquired, and locks that row (`FOR SHARE`) until the commit. A takeover raises the
-//! number with an `UPDATE`, which waits for that lock: either this transaction commits first
+//! this hub acquired, and locks that row (`FOR KEY SHARE`) until the commit. A takeover locks
+//! the row `FOR UPDATE` before raising the number, which waits for that lock: either this transaction commits first
 //! (its writes are then visible to the new owner when it loads) or the takeover committed first
 //! and the check fails, so the transaction rolls back and nothing of it is visible. A hub that
 //! was paused past its lease can therefore never write after another hub took the database over.
+//! Renewals only move `expires` (a `FOR NO KEY UPDATE` lock), which `FOR KEY SHARE` does not
+//! block, so a busy owner's writes never hold up its own renewals.
 //!
 //! Exports each open a connection of their own in a `REPEATABLE READ READ ONLY` transaction:
 //! its snapshot is fixed at the first query (the store's log head), so every page sees the same
@@ -245,7 +247,7 @@ impl PostgresBackend {
         }
         let fence = fences.get(db).ok_or_else(|| StorageError::NotOwner(db.to_owned()))?;
         let row = self.client.query_opt(
-            "SELECT 1 FROM tidepool_leases WHERE db = $1 AND fence = $2 FOR SHARE",
+            "SELECT 1 FROM tidepool_leases WHERE db = $1 AND fence = $2 FOR KEY SHARE",
             &[&db, &fence],
         )?;
         if row.is_none() {
