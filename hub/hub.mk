@@ -33,7 +33,7 @@ bench-hub-rss:
 	$(CARGO) bench -p tidepool-hub --bench rss
 
 # Writes/s and p99 visibility with 1, 2 and 3 hubs on one PostgreSQL over 30 databases, beside
-# one hub on SQLite, and the time from killing an owner to clients writing again (release
-# builds; writes BENCHMARKS-hub-pg.md figures to stdout).
+# one hub on SQLite in the same run, and the time from killing an owner to a client writing
+# again (release build; prints a Markdown table and a JSON line).
 bench-hub-pg: hub-pg-deps
-	CARGO=$(CARGO) hub/bench/pg.sh
+	$(CARGO) bench -p tidepool-hub --bench pg
