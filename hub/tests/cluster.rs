@@ -16,7 +16,8 @@ use tidepool_client::{ChangeState, Client, ClientOptions, converge};
 use tidepool_core::wire::{DocData, ErrorCode, Message, Payload};
 use tidepool_core::{Key, StoreRef, object};
 
-const WAIT: Duration = Duration::from_secs(60);
+/// A cap, not a target: takeovers and catch-up are slower on a loaded machine.
+const WAIT: Duration = Duration::from_secs(120);
 /// Short, so takeovers happen within the tests' patience.
 const LEASE: &str = "2s";
 
@@ -182,7 +183,17 @@ async fn killing_the_owner_under_load_loses_no_acknowledged_write() {
         }
     }
     assert!(acked.len() >= 200, "only {} acknowledged before the kill", acked.len());
-    assert!(converge(&clients, &store(db), WAIT).await, "clients diverge after the takeover");
+    let converged = converge(&clients, &store(db), WAIT).await;
+    let states: Vec<(usize, bool, usize)> =
+        clients.iter().map(|c| (c.pending(), c.is_connected(), c.values(&store(db)).len())).collect();
+    if !converged {
+        for i in &others {
+            let log = group.hubs[*i].log_text();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("NOTICE") && !l.contains("cannot reach")).collect();
+            eprintln!("---- hub {i}\n{}", lines[lines.len().saturating_sub(30)..].join("\n"));
+        }
+    }
+    assert!(converged, "clients diverge after the takeover: (pending, connected, records) {states:?}");
     assert!(clients.iter().map(|c| c.connections()).sum::<u64>() > before, "clients reconnected");
     eprintln!("converged after {:?}", killed.elapsed());
     let stored = dump_pg(&group.url, db);

@@ -114,6 +114,9 @@ impl Keeper {
              ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, expires = excluded.expires",
             &[&me, &self.cluster.options.advertise, &self.ttl_secs],
         )?;
+        // Hubs gone for an hour leave no row behind (ids are random per start by default).
+        self.client
+            .execute("DELETE FROM tidepool_hubs WHERE expires < clock_timestamp() - interval '1 hour'", &[])?;
         for db in self.cluster.fences.held() {
             let Some(fence) = self.cluster.fences.get(&db) else { continue };
             let renewed = self.client.execute(
@@ -125,6 +128,7 @@ impl Keeper {
                 tracing::warn!(db, fence, "lease lost: another hub took the database over");
                 self.cluster.metrics.leases_lost.fetch_add(1, Relaxed);
                 self.cluster.drop_db(&db);
+                self.forget_cache();
             }
         }
         let hubs: HashMap<String, String> = self
@@ -234,6 +238,7 @@ impl Keeper {
     /// expires the lease (waiting for a transaction that already checked it to commit).
     fn release(&mut self, db: &str, fence: i64) -> Result<(), StorageError> {
         self.cluster.drop_db(db);
+        self.forget_cache();
         self.cluster.metrics.leases_released.fetch_add(1, Relaxed);
         tracing::info!(db, fence, "lease handed over");
         let result = self.client.execute(
@@ -247,6 +252,12 @@ impl Keeper {
             Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The storage actor drops what it cached (of a database no longer held, among others):
+    /// memory goes to the databases this hub serves.
+    fn forget_cache(&self) {
+        let _ = self.actor.blocking_send(Command::Invalidate { then: Box::new(|| {}) });
     }
 
     fn release_all(&mut self) -> Result<(), StorageError> {
