@@ -25,9 +25,9 @@ deps-rust:
 # takes about a second.
 FORBIDDEN_DEPS := \
 	tidepool-core:tokio,axum,rusqlite,serde_json \
-	tidepool-json:tokio,tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http \
-	tidepool-client:tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http \
-	tidepool-tez-bridge:tidepool-hub,axum,rusqlite,jsonwebtoken,tower-http
+	tidepool-json:tokio,tidepool-hub,axum,rusqlite,postgres,jsonwebtoken,tower-http \
+	tidepool-client:tidepool-hub,axum,rusqlite,postgres,jsonwebtoken,tower-http \
+	tidepool-tez-bridge:tidepool-hub,axum,rusqlite,postgres,jsonwebtoken,tower-http
 
 test-deps:
 	@broken=0; \

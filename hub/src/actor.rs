@@ -37,7 +37,6 @@ pub struct Outbound {
 }
 
 /// A request to the actor.
-#[derive(Debug)]
 pub enum Command {
     Connect { out: Outbound, reply: oneshot::Sender<ConnId> },
     /// The permit is released once the input is processed: it bounds how many frames one
@@ -45,8 +44,24 @@ pub enum Command {
     Input { input: Input, permit: Option<OwnedSemaphorePermit> },
     /// Run compaction steps until done or until other work arrives.
     Compact,
+    /// Forget every cached document and log bound (between two batches, so no transaction is
+    /// open), then run `then`. Taking a database's lease over goes through here: what was cached
+    /// of it may have changed under another hub, so nothing may be written from that cache.
+    Invalidate { then: Box<dyn FnOnce() + Send> },
     /// Finish what is queued, write final snapshots and exit.
     Stop,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Connect { .. } => f.write_str("Connect"),
+            Command::Input { input, .. } => f.debug_struct("Input").field("input", input).finish(),
+            Command::Compact => f.write_str("Compact"),
+            Command::Invalidate { .. } => f.write_str("Invalidate"),
+            Command::Stop => f.write_str("Stop"),
+        }
+    }
 }
 
 /// Tuning of the actor.
@@ -94,6 +109,15 @@ pub fn run<B: Backend, A: Authorizer>(
                     permits.extend(permit);
                 }
                 Command::Compact => compact = true,
+                Command::Invalidate { then } => {
+                    // Inputs gathered so far were read under the old ownership; run them first.
+                    if !inputs.is_empty() {
+                        let deliveries = engine.process(std::mem::take(&mut inputs));
+                        deliver(&mut engine, &mut conns, deliveries, options.max_queue_bytes);
+                    }
+                    engine.invalidate();
+                    then();
+                }
                 Command::Stop => stopping = true,
             }
             next = if inputs.len() < options.max_batch { rx.try_recv().ok() } else { None };

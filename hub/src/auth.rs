@@ -167,6 +167,19 @@ pub enum HubAuth {
     InsecureDev,
 }
 
+impl HubAuth {
+    /// The one database a valid token is for, which decides the hub that serves it when
+    /// several hubs share storage. `None` for a token spanning databases (`*` or several), an
+    /// invalid one (the serving hub refuses it) and development mode.
+    pub fn database(&self, token: &str) -> Option<String> {
+        let HubAuth::Jwt(jwt) = self else { return None };
+        let claims = jwt.verify(token).ok()?;
+        let mut dbs = claims.grants.read.keys().chain(claims.grants.write.keys());
+        let db = dbs.next()?;
+        (db != "*" && dbs.all(|other| other == db)).then(|| db.clone())
+    }
+}
+
 impl Authorizer for HubAuth {
     fn authorize(&self, token: &str) -> Result<Grants, String> {
         match self {

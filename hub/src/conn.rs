@@ -174,7 +174,8 @@ struct Shared {
 }
 
 /// Serves one connection until it closes. `place` is given back when it is authenticated.
-pub async fn serve<S>(mut socket: S, ctx: ConnContext, place: HelloPlace)
+/// `first` is a frame already read from the socket (to route the connection), handled first.
+pub async fn serve<S>(mut socket: S, ctx: ConnContext, place: HelloPlace, first: Option<Vec<u8>>)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + Unpin + 'static,
 {
@@ -196,7 +197,7 @@ where
         welcomed: Notify::new(),
         stop: CancellationToken::new(),
     };
-    let reading = read(stream, conn, &ctx, &shared);
+    let reading = read(stream, conn, &ctx, &shared, first);
     let writing = write(sink, rx, &ctx, &shared, place);
     let (reason, ()) = tokio::join!(
         async {
@@ -213,13 +214,28 @@ where
     tracing::debug!(conn, ?reason, "disconnected");
 }
 
-async fn read<S>(mut stream: S, conn: ConnId, ctx: &ConnContext, shared: &Shared) -> Option<ErrorCode>
+async fn read<S>(
+    mut stream: S,
+    conn: ConnId,
+    ctx: &ConnContext,
+    shared: &Shared,
+    first: Option<Vec<u8>>,
+) -> Option<ErrorCode>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let limits = &ctx.limits;
     // Until the welcome, one frame at a time: a peer nobody knows gets no more of the actor.
     let inflight = Arc::new(Semaphore::new(1));
+    if let Some(bytes) = first {
+        let permit = inflight.clone().acquire_owned().await.ok()?;
+        ctx.metrics.frames_in.fetch_add(1, Relaxed);
+        ctx.metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+        let input = Input::Frame { conn, bytes };
+        if ctx.actor.send(Command::Input { input, permit: Some(permit) }).await.is_err() {
+            return Some(ErrorCode::ShuttingDown);
+        }
+    }
     let hello_deadline = Instant::now() + limits.hello_timeout;
     let mut authenticated = false;
     loop {

@@ -205,6 +205,11 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
         }
     }
 
+    /// Forgets every cached document and log bound; the next access reads storage again.
+    pub fn invalidate(&mut self) {
+        self.hub.store_mut().abort();
+    }
+
     /// Snapshots loaded documents and commits: a clean stop leaves a quick start.
     pub fn flush(&mut self) {
         let storage = self.hub.store_mut();

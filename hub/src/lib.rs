@@ -7,6 +7,8 @@
 //! * [`engine`]: group commit: a batch of frames from all connections, one commit, then delivery.
 //! * [`actor`]: the thread that owns the engine and the SQLite connection.
 //! * [`server`] and [`conn`]: axum routes, one task per WebSocket, limits, graceful shutdown.
+//! * [`cluster`]: several hubs on one PostgreSQL: leases with fencing, rendezvous hashing,
+//!   relaying connections to the owning hub.
 //! * [`auth`]: signed tokens (JWT, HS256) turned into core's `Grants`.
 //! * [`metrics`]: counters and a histogram rendered in Prometheus text format.
 //!
@@ -18,6 +20,7 @@
 
 pub mod actor;
 pub mod auth;
+pub mod cluster;
 pub mod conn;
 pub mod engine;
 pub mod metrics;

@@ -89,6 +89,12 @@ pub struct Metrics {
     pub doc_loads: AtomicU64,
     pub snapshots: AtomicU64,
     pub exports_open: AtomicU64,
+    /// Databases this hub holds the lease of (several hubs on PostgreSQL).
+    pub owned_databases: AtomicI64,
+    pub leases_acquired: AtomicU64,
+    pub leases_released: AtomicU64,
+    pub leases_lost: AtomicU64,
+    pub relayed_connections: AtomicU64,
     errors: [AtomicU64; ERROR_CODES.len()],
     commit_latency: Histogram,
 }
@@ -119,7 +125,7 @@ impl Metrics {
             "Open WebSocket connections that have not said hello yet.",
             self.connections_unauthenticated.load(Relaxed).to_string(),
         );
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             ("tidepool_connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("tidepool_frames_in_total", "Frames received from clients.", &self.frames_in),
             ("tidepool_frames_out_total", "Frames sent to clients.", &self.frames_out),
@@ -131,10 +137,20 @@ impl Metrics {
             ("tidepool_storage_failures_total", "Batches aborted by a storage error.", &self.storage_failures),
             ("tidepool_doc_loads_total", "Documents loaded from storage into the cache.", &self.doc_loads),
             ("tidepool_snapshots_total", "Document snapshots written.", &self.snapshots),
+            ("tidepool_leases_acquired_total", "Database leases this hub acquired.", &self.leases_acquired),
+            ("tidepool_leases_released_total", "Database leases this hub handed to another hub.", &self.leases_released),
+            ("tidepool_leases_lost_total", "Database leases this hub found taken over (it was too slow to renew).", &self.leases_lost),
+            ("tidepool_relayed_connections_total", "Connections relayed to the hub owning their database.", &self.relayed_connections),
         ];
         for (name, help, value) in counters {
             metric(name, "counter", help, value.load(Relaxed).to_string());
         }
+        metric(
+            "tidepool_owned_databases",
+            "gauge",
+            "Databases whose lease this hub holds.",
+            self.owned_databases.load(Relaxed).to_string(),
+        );
         metric("tidepool_cached_docs", "gauge", "Documents loaded in the cache.", self.cached_docs.load(Relaxed).to_string());
         metric(
             "tidepool_exports_open",

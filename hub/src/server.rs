@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::actor::{self, ActorOptions, Command};
+use crate::cluster::{self, ClusterServe, Route};
 use crate::conn::{self, ConnContext, ConnLimits, HelloPlace};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub struct ServerOptions {
     /// How long shutdown waits for connections to drain.
     pub drain_timeout: Duration,
     pub static_dir: Option<PathBuf>,
+    /// Several hubs on one PostgreSQL: leases, and relaying to the owning hub.
+    pub cluster: Option<ClusterServe>,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +82,7 @@ impl Default for ServerOptions {
             compact_budget: 1000,
             drain_timeout: Duration::from_secs(10),
             static_dir: None,
+            cluster: None,
         }
     }
 }
@@ -132,7 +136,7 @@ impl App {
         }
     }
 
-    async fn accept(&self, mut socket: WebSocket) {
+    async fn accept(&self, mut socket: WebSocket, relayed: bool) {
         let count = self.active.fetch_add(1, Relaxed) + 1;
         self.metrics.connections.fetch_add(1, Relaxed);
         let _active = Active(self);
@@ -156,16 +160,96 @@ impl App {
             return;
         };
         self.metrics.connections_total.fetch_add(1, Relaxed);
-        conn::serve(socket, self.context(), place).await;
+        match &self.options.cluster {
+            None => conn::serve(socket, self.context(), place, None).await,
+            Some(group) => self.route(socket, place, group, relayed).await,
+        }
+    }
+
+    /// Serves a connection here if this hub owns its database, relays it to the owner
+    /// otherwise, or waits (up to the lease time and the hello timeout) for the lease to settle.
+    async fn route(&self, mut socket: WebSocket, place: HelloPlace, group: &ClusterServe, relayed: bool) {
+        use futures_util::StreamExt;
+        let first = loop {
+            match tokio::time::timeout(self.options.hello_timeout, socket.next()).await {
+                Ok(Some(Ok(axum::extract::ws::Message::Binary(bytes)))) => break Vec::from(bytes),
+                Ok(Some(Ok(axum::extract::ws::Message::Ping(_) | axum::extract::ws::Message::Pong(_)))) => {}
+                Ok(Some(Ok(axum::extract::ws::Message::Text(_)))) => {
+                    conn::refuse(&mut socket, ErrorCode::Malformed).await;
+                    return;
+                }
+                Err(_) => {
+                    conn::refuse(&mut socket, ErrorCode::IdleTimeout).await;
+                    return;
+                }
+                Ok(_) => return,
+            }
+        };
+        let Some(db) = group.database(&first, self.options.max_frame) else {
+            // A token for several databases, or one core will refuse: served here, where core
+            // answers it (writes to databases another hub owns are refused by fencing).
+            conn::serve(socket, self.context(), place, Some(first)).await;
+            return;
+        };
+        let cluster = &group.cluster;
+        let deadline = tokio::time::Instant::now() + cluster.options.lease_ttl * 2 + self.options.hello_timeout;
+        loop {
+            let changed = cluster.changed.notified();
+            match cluster.route(&db) {
+                Route::Local => {
+                    let Some(lost) = cluster.serving(&db) else { continue };
+                    // The connection ends (ShuttingDown, close 1001) when the lease goes, and the
+                    // client reconnects to whichever hub owns the database then.
+                    let mut context = self.context();
+                    let stop = self.shutdown.child_token();
+                    context.shutdown = stop.clone();
+                    let watcher = tokio::spawn({
+                        let stop = stop.clone();
+                        async move {
+                            tokio::select! {
+                                () = lost.cancelled() => stop.cancel(),
+                                () = stop.cancelled() => {}
+                            }
+                        }
+                    });
+                    conn::serve(socket, context, place, Some(first)).await;
+                    stop.cancel();
+                    let _ = watcher.await;
+                    return;
+                }
+                Route::Relay(addr) if !relayed => {
+                    drop(place);
+                    self.metrics.relayed_connections.fetch_add(1, Relaxed);
+                    tracing::debug!(%db, %addr, "relaying to the owning hub");
+                    cluster::relay(socket, &addr, first, self.options.max_frame.saturating_add(WS_SLACK)).await;
+                    return;
+                }
+                Route::Relay(_) | Route::Wait => {
+                    cluster.want(&db);
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::info!(%db, "no owner in time; the client retries");
+                        self.metrics.error(ErrorCode::Overloaded);
+                        conn::refuse(&mut socket, ErrorCode::Overloaded).await;
+                        return;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+                }
+            }
+        }
     }
 }
 
-async fn sync(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+async fn sync(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let relayed = headers.contains_key(cluster::RELAYED_HEADER);
     let limit = app.options.max_frame.saturating_add(WS_SLACK);
     let ws = ws.read_buffer_size(READ_BUFFER).write_buffer_size(WRITE_BUFFER);
     ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| {
         let tracker = app.tracker.clone();
-        tracker.track_future(async move { app.accept(socket).await })
+        tracker.track_future(async move { app.accept(socket, relayed).await })
     })
 }
 
@@ -194,7 +278,10 @@ where
     B: Backend + 'static,
     A: Authorizer + Send + 'static,
 {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = match &options.cluster {
+        Some(group) => group.cluster.metrics.clone(),
+        None => Arc::new(Metrics::default()),
+    };
     let engine = Engine::new(storage, auth, options.hub_config(), metrics.clone());
     let (tx, rx) = mpsc::channel(4096);
     let storage_alive = Arc::new(AtomicBool::new(true));
@@ -233,6 +320,15 @@ where
         }
     });
 
+    let keeper = match &options.cluster {
+        Some(group) => {
+            let (cluster, actor) = (group.cluster.clone(), tx.clone());
+            let started = tokio::task::spawn_blocking(move || cluster::start_keeper(cluster, actor)).await;
+            Some(started.map_err(std::io::Error::other)?.map_err(std::io::Error::other)?)
+        }
+        None => None,
+    };
+
     let app = Arc::new(App {
         actor: tx.clone(),
         metrics,
@@ -265,7 +361,12 @@ where
     let _ = tx.send(Command::Stop).await;
     drop(tx);
     drop(app);
-    match done_rx.await {
+    let done = done_rx.await;
+    if let Some(keeper) = keeper {
+        // After the last commit: release the leases so other hubs take over at once.
+        let _ = tokio::task::spawn_blocking(move || keeper.stop()).await;
+    }
+    match done {
         Ok(true) => Ok(()),
         _ => Err(std::io::Error::other("the storage actor stopped abnormally")),
     }

@@ -25,7 +25,7 @@ use tidepool_core::{DocId, Key, Record, StoreRef, Value, object};
 use tidepool_hub::engine::{Delivery, Engine, Input};
 use tidepool_hub::metrics::Metrics;
 use tidepool_hub::storage::{
-    Backend, Faulty, MemoryBackend, OpenMode, SqliteBackend, Storage, StorageError, StorageOptions,
+    Backend, Faulty, MemoryBackend, OpenMode, PostgresBackend, SqliteBackend, Storage, StorageError, StorageOptions,
 };
 
 type HubEngine<B> = Engine<B, AllowAll>;
@@ -214,10 +214,18 @@ fn assert_covers(records: &[ExportRecord], expected: &BTreeMap<DocId, ExportReco
     }
 }
 
+fn postgres_engine(url: &str) -> HubEngine<PostgresBackend> {
+    let backend = PostgresBackend::open(url, false).expect("open");
+    Engine::new(Storage::new(backend, options()), AllowAll, HubConfig::default(), Arc::new(Metrics::default()))
+}
+
 #[test]
 fn pages_cover_every_document_once_with_the_heads_and_values_clients_hold() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut hub = sqlite_engine(&dir.path().join("hub.sqlite"));
+    pages_cover_every_document_once(sqlite_engine(&dir.path().join("hub.sqlite")));
+}
+
+fn pages_cover_every_document_once<B: Backend>(mut hub: HubEngine<B>) {
     let mut writer = populate(&mut hub, 120);
     // A client that downloaded the store sees the same documents as the writer.
     let mut reader = Peer::new(&mut hub, 2, true);
@@ -248,7 +256,24 @@ fn pages_cover_every_document_once_with_the_heads_and_values_clients_hold() {
 #[test]
 fn commits_between_pages_stay_out_of_an_open_export_and_a_new_export_sees_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut hub = sqlite_engine(&dir.path().join("hub.sqlite"));
+    commits_between_pages_stay_out_of_an_open_export(sqlite_engine(&dir.path().join("hub.sqlite")));
+}
+
+/// The same export tests on a real PostgreSQL server (one server, a database per case).
+#[test]
+fn postgres_exports_are_one_consistent_cut_and_columns_survive_failing_writes() {
+    let server = common::pg::PgServer::start();
+    pages_cover_every_document_once(postgres_engine(&server.fresh_db()));
+    commits_between_pages_stay_out_of_an_open_export(postgres_engine(&server.fresh_db()));
+    an_export_opened_inside_a_batch_sees_the_last_commit(postgres_engine(&server.fresh_db()));
+    let fired = columns_after_failing_writes(|_| {
+        let url = server.fresh_db();
+        (PostgresBackend::open(&url, false).expect("open"), move || PostgresBackend::open(&url, false).expect("reopen"))
+    });
+    assert!(fired >= 8, "the fault fired in only {fired} runs");
+}
+
+fn commits_between_pages_stay_out_of_an_open_export<B: Backend>(mut hub: HubEngine<B>) {
     let mut writer = populate(&mut hub, 60);
     let before = writer.expected();
     let head_before = hub.storage_mut().head_seq(&store()).expect("head");
@@ -392,10 +417,21 @@ fn assert_columns_match_documents<B: Backend>(storage: &mut Storage<B>, case: &s
 #[test]
 fn export_columns_stay_consistent_with_the_log_when_writes_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let fired = columns_after_failing_writes(|budget| {
+        let path = dir.path().join(format!("hub-{budget}.sqlite"));
+        let backend = SqliteBackend::open(&path, OpenMode::ReadWrite).expect("open");
+        (backend, move || SqliteBackend::open(&path, OpenMode::ReadWrite).expect("reopen"))
+    });
+    assert!(fired >= 8, "the fault fired in only {fired} runs");
+}
+
+/// Per budget, `open` gives a fresh backend and how to reopen its storage after the failure.
+/// Returns in how many runs the fault fired.
+fn columns_after_failing_writes<B: Backend, R: FnOnce() -> B>(mut open: impl FnMut(u64) -> (B, R)) -> usize {
     let mut fired = 0;
     for budget in [1u64, 2, 3, 4, 5, 8, 13, 21, 34, 55, 89] {
-        let path = dir.path().join(format!("hub-{budget}.sqlite"));
-        let backend = Faulty::new(SqliteBackend::open(&path, OpenMode::ReadWrite).expect("open"), budget);
+        let (backend, reopen) = open(budget);
+        let backend = Faulty::new(backend, budget);
         let mut hub = Engine::new(Storage::new(backend, options()), AllowAll, HubConfig::default(), Arc::new(Metrics::default()));
         let mut writer = Peer::new(&mut hub, 1, true);
         'rounds: for round in 0..6 {
@@ -417,11 +453,12 @@ fn export_columns_stay_consistent_with_the_log_when_writes_fail() {
                 }
             }
         }
+        // Closing the connection discards the open transaction (SQLite and PostgreSQL alike).
         drop(hub);
-        let mut storage = Storage::new(SqliteBackend::open(&path, OpenMode::ReadWrite).expect("reopen"), options());
+        let mut storage = Storage::new(reopen(), options());
         assert_columns_match_documents(&mut storage, &format!("budget {budget}"));
     }
-    assert!(fired >= 8, "the fault fired in only {fired} runs");
+    fired
 }
 
 // ---- Version 1 files ----

@@ -20,7 +20,11 @@ use tidepool_core::wire::PeerId;
 use tidepool_core::{DocId, Key, StoreRef, Value, object};
 use tidepool_hub::engine::{Delivery, Engine, Input};
 use tidepool_hub::metrics::Metrics;
-use tidepool_hub::storage::{Backend, Faulty, MemoryBackend, OpenMode, SqliteBackend, Storage, StorageOptions};
+use tidepool_hub::storage::{
+    Backend, Faulty, MemoryBackend, OpenMode, PostgresBackend, SqliteBackend, Storage, StorageOptions,
+};
+
+mod common;
 
 const EPOCH: [u8; 16] = [9; 16];
 const ROUNDS: usize = 20;
@@ -265,6 +269,24 @@ fn sqlite_storage_survives_failing_after_n_writes() {
             // Dropping the engine closes the connection; SQLite discards the open transaction.
             drop(engine);
             SqliteBackend::open(&path, OpenMode::ReadWrite).expect("reopen")
+        };
+        fired += usize::from(scenario(&case, seed, budget, backend, reopen));
+    }
+    assert!(fired >= 9, "the fault fired in only {fired} runs");
+}
+
+#[test]
+fn postgres_storage_survives_failing_after_n_writes() {
+    let server = common::pg::PgServer::start();
+    let mut fired = 0;
+    for (budget, seed) in budgets(0x96) {
+        let url = server.fresh_db();
+        let backend = PostgresBackend::open(&url, false).expect("open");
+        let case = format!("postgres budget {budget} seed {seed}");
+        let reopen = |engine: TestEngine<PostgresBackend>| {
+            // Dropping the engine closes the session; PostgreSQL discards the open transaction.
+            drop(engine);
+            PostgresBackend::open(&url, false).expect("reopen")
         };
         fired += usize::from(scenario(&case, seed, budget, backend, reopen));
     }

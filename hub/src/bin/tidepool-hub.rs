@@ -11,7 +11,13 @@ use tidepool_core::sync::HubStore;
 use tidepool_core::{Key, StoreRef};
 use tidepool_hub::auth::{self, Claims, HubAuth, JwtAuthorizer};
 use tidepool_hub::server::{self, ServerOptions};
-use tidepool_hub::storage::{OpenMode, SqliteBackend, Storage, StorageError, StorageOptions};
+use std::sync::Arc;
+
+use tidepool_hub::cluster::{Cluster, ClusterOptions, ClusterServe};
+use tidepool_hub::metrics::Metrics;
+use tidepool_hub::storage::{
+    Backend, Fences, OpenMode, PostgresBackend, SqliteBackend, Storage, StorageError, StorageOptions,
+};
 use tokio_util::sync::CancellationToken;
 
 const DB_FILE: &str = "hub.sqlite";
@@ -45,6 +51,21 @@ struct ServeArgs {
     /// Data directory (created if missing): the SQLite file and, by default, the token secret.
     #[arg(long)]
     data: PathBuf,
+    /// Where documents are stored: `sqlite` (the file in --data) or a PostgreSQL URL
+    /// (`postgres://user@host:port/dbname`), which several hubs may share.
+    #[arg(long, default_value = "sqlite", value_parser = parse_storage)]
+    storage: StorageArg,
+    /// PostgreSQL only: this hub's id among the hubs sharing the storage (random by default).
+    #[arg(long)]
+    hub_id: Option<String>,
+    /// PostgreSQL only: `host:port` other hubs relay connections to (default: the bound
+    /// address, which suits one machine; set it when hubs run on several).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// PostgreSQL only: a database whose owner has not renewed its lease for this long is taken
+    /// over by another hub. Renewals run every third of it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
     /// Token signing secret; by default `<data>/secret`, created on first start.
     #[arg(long)]
     secret_file: Option<PathBuf>,
@@ -106,10 +127,31 @@ struct TokenArgs {
     ttl: Duration,
 }
 
+/// Where a hub keeps its documents.
+#[derive(Debug, Clone)]
+enum StorageArg {
+    Sqlite,
+    Postgres(String),
+}
+
+fn parse_storage(s: &str) -> Result<StorageArg, String> {
+    if s == "sqlite" {
+        Ok(StorageArg::Sqlite)
+    } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(StorageArg::Postgres(s.to_owned()))
+    } else {
+        Err(format!("expected `sqlite` or a postgres:// URL, got {s:?}"))
+    }
+}
+
 #[derive(Debug, Args)]
 struct DumpArgs {
-    #[arg(long)]
-    data: PathBuf,
+    /// The data directory of a SQLite hub.
+    #[arg(long, required_unless_present = "storage", conflicts_with = "storage")]
+    data: Option<PathBuf>,
+    /// A PostgreSQL URL instead of --data.
+    #[arg(long, value_parser = parse_storage)]
+    storage: Option<StorageArg>,
     #[arg(long)]
     db: String,
     #[arg(long)]
@@ -168,25 +210,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         HubAuth::Jwt(Box::new(JwtAuthorizer::new(&secret)))
     };
-    // Two hubs on one data directory would each trust their own cache; the second must not start.
-    // The kernel drops the lock with the process, however it ends.
-    let lock_path = args.data.join(LOCK_FILE);
-    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        bail!("another hub is running on {}", args.data.display());
-    }
-    let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
-        .with_context(|| format!("opening storage in {}", args.data.display()))?;
-    let mut storage = Storage::new(
-        backend,
-        StorageOptions { cache_docs: args.cache_docs, retention: args.log_retention, ..StorageOptions::default() },
-    );
-    // Documents stored before the export columns existed (a migrated file) get them before any
-    // client can ask for an export; a crash part way resumes where the last page committed.
-    let filled = storage.backfill_exports(BACKFILL_PAGE).context("filling export columns")?;
-    if filled > 0 {
-        tracing::info!(documents = filled, "export columns filled");
-    }
     let options = ServerOptions {
         max_frame: args.max_frame,
         max_connections: args.max_connections,
@@ -196,24 +219,116 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_unauthenticated: args.max_unauthenticated,
         compact_interval: args.compact_interval,
         max_queue_bytes: args.max_queue_bytes,
-        static_dir: args.static_dir,
+        static_dir: args.static_dir.clone(),
         ..ServerOptions::default()
     };
+    let storage_options =
+        StorageOptions { cache_docs: args.cache_docs, retention: args.log_retention, ..StorageOptions::default() };
+    match args.storage.clone() {
+        StorageArg::Sqlite => serve_sqlite(args, auth, options, storage_options),
+        StorageArg::Postgres(url) => serve_postgres(args, &url, auth, options, storage_options),
+    }
+}
+
+fn serve_sqlite(args: ServeArgs, auth: HubAuth, options: ServerOptions, storage_options: StorageOptions) -> Result<()> {
+    if args.hub_id.is_some() || args.advertise.is_some() {
+        bail!("--hub-id and --advertise apply to PostgreSQL storage only");
+    }
+    // Two hubs on one data directory would each trust their own cache; the second must not start.
+    // The kernel drops the lock with the process, however it ends.
+    let lock_path = args.data.join(LOCK_FILE);
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another hub is running on {}", args.data.display());
+    }
+    let backend = SqliteBackend::open(&args.data.join(DB_FILE), OpenMode::ReadWrite)
+        .with_context(|| format!("opening storage in {}", args.data.display()))?;
+    let mut storage = Storage::new(backend, storage_options);
+    // Documents stored before the export columns existed (a migrated file) get them before any
+    // client can ask for an export; a crash part way resumes where the last page committed.
+    let filled = storage.backfill_exports(BACKFILL_PAGE).context("filling export columns")?;
+    if filled > 0 {
+        tracing::info!(documents = filled, "export columns filled");
+    }
+    let where_ = args.data.display().to_string();
+    run_server(args.listen, &where_, storage, auth, options, |_| None)?;
+    drop(lock);
+    Ok(())
+}
+
+fn serve_postgres(
+    args: ServeArgs,
+    url: &str,
+    auth: HubAuth,
+    options: ServerOptions,
+    storage_options: StorageOptions,
+) -> Result<()> {
+    if args.lease_ttl < Duration::from_secs(1) {
+        bail!("--lease-ttl must be at least 1s");
+    }
+    let fences = Arc::new(Fences::default());
+    let mut backend = PostgresBackend::open(url, false)
+        .with_context(|| format!("opening PostgreSQL storage at {}", redact(url)))?
+        .with_fences(fences.clone());
+    // A hub stopped inside a transaction loses its session (and the lease rows it locked)
+    // before another hub's takeover would have to wait for it.
+    backend.set_idle_tx_timeout(args.lease_ttl / 2).context("configuring the PostgreSQL session")?;
+    let storage = Storage::new(backend, storage_options);
+    let hub_id = args.hub_id.clone().unwrap_or_else(|| {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        hex::encode(id)
+    });
+    let (url, lease_ttl, advertise) = (url.to_owned(), args.lease_ttl, args.advertise.clone());
+    let auth_for_routing = auth.clone();
+    run_server(args.listen, &redact(&url), storage, auth, options, move |addr| {
+        let options = ClusterOptions {
+            url,
+            hub_id,
+            advertise: advertise.unwrap_or_else(|| addr.to_string()),
+            lease_ttl,
+        };
+        tracing::info!(hub = %options.hub_id, advertise = %options.advertise, "joining the hubs on this storage");
+        let cluster = Cluster::new(options, Arc::new(Metrics::default()), fences);
+        Some(ClusterServe { cluster, auth: auth_for_routing })
+    })
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Binds, prints the address, and serves until a signal. `group` makes the cluster settings
+/// once the address is known (it is what other hubs relay to by default).
+fn run_server<B: Backend + 'static>(
+    listen: SocketAddr,
+    storage_name: &str,
+    storage: Storage<B>,
+    auth: HubAuth,
+    mut options: ServerOptions,
+    group: impl FnOnce(SocketAddr) -> Option<ClusterServe>,
+) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
+        options.cluster = group(addr);
         // Tests and scripts bind port 0 and read the real address from this line.
         println!("listening on {addr}");
         std::io::stdout().flush()?;
-        tracing::info!(%addr, data = %args.data.display(), "hub started");
+        tracing::info!(%addr, storage = %storage_name, "hub started");
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
         server::run(listener, storage, auth, options, shutdown).await?;
         tracing::info!("hub stopped");
-        drop(lock);
         Ok(())
     })
 }
@@ -254,21 +369,32 @@ fn token(args: TokenArgs) -> Result<()> {
 }
 
 fn dump(args: DumpArgs) -> Result<()> {
-    let path = args.data.join(DB_FILE);
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    let backend = SqliteBackend::open(&path, OpenMode::ReadOnly)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let mut storage = Storage::new(backend, StorageOptions { read_only: true, cache_docs: 1, ..StorageOptions::default() });
     let store = StoreRef::new(args.db, args.store);
-    write_dump(&mut storage, &store, &mut std::io::BufWriter::new(std::io::stdout().lock()))
+    let out = &mut std::io::BufWriter::new(std::io::stdout().lock());
+    let options = StorageOptions { read_only: true, cache_docs: 1, ..StorageOptions::default() };
+    match (args.storage, args.data) {
+        (Some(StorageArg::Postgres(url)), _) => {
+            let backend = PostgresBackend::open(&url, true)
+                .with_context(|| format!("opening PostgreSQL storage at {}", redact(&url)))?;
+            write_dump(&mut Storage::new(backend, options), &store, out)
+        }
+        (Some(StorageArg::Sqlite), _) | (None, None) => bail!("dump needs --data DIR or --storage postgres://..."),
+        (None, Some(data)) => {
+            let path = data.join(DB_FILE);
+            if !path.exists() {
+                bail!("{} does not exist", path.display());
+            }
+            let backend = SqliteBackend::open(&path, OpenMode::ReadOnly)
+                .with_context(|| format!("opening {}", path.display()))?;
+            write_dump(&mut Storage::new(backend, options), &store, out)
+        }
+    }
 }
 
 /// Prints the records of one consistent cut, read from the export columns (no document is
 /// loaded); a file without them (schema version 1, or not filled yet) is read by loading each
 /// document instead.
-fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
+fn write_dump<B: Backend>(storage: &mut Storage<B>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
     match storage.export_open(store) {
         Ok(Some((export, _))) => {
             let result = write_dump_export(storage, export, out);
@@ -281,7 +407,7 @@ fn write_dump(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut 
     }
 }
 
-fn write_dump_export(storage: &mut Storage<SqliteBackend>, export: u64, out: &mut impl std::io::Write) -> Result<()> {
+fn write_dump_export<B: Backend>(storage: &mut Storage<B>, export: u64, out: &mut impl std::io::Write) -> Result<()> {
     let mut after = None;
     loop {
         let page = storage.export_page(export, after, 1000)?.context("the export ended early")?;
@@ -302,7 +428,7 @@ fn write_dump_export(storage: &mut Storage<SqliteBackend>, export: u64, out: &mu
     Ok(())
 }
 
-fn write_dump_loaded(storage: &mut Storage<SqliteBackend>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
+fn write_dump_loaded<B: Backend>(storage: &mut Storage<B>, store: &StoreRef, out: &mut impl std::io::Write) -> Result<()> {
     let mut after = None;
     loop {
         let page = storage.records(store, after, 1000)?;

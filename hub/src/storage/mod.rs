@@ -23,6 +23,7 @@
 mod faulty;
 mod lru;
 mod memory;
+mod postgresql;
 mod sqlite;
 mod store;
 
@@ -35,6 +36,7 @@ use tidepool_core::{DocId, RecordError, StoreRef};
 
 pub use faulty::Faulty;
 pub use memory::MemoryBackend;
+pub use postgresql::{Fences, PostgresBackend, postgres_connect};
 pub use sqlite::{OpenMode, SqliteBackend};
 pub use store::{Storage, StorageOptions, StorageStats};
 
@@ -43,6 +45,12 @@ pub use store::{Storage, StorageOptions, StorageStats};
 pub enum StorageError {
     #[error("sqlite: {0}")]
     Sqlite(Box<rusqlite::Error>),
+    #[error("postgres: {}", postgres_detail(.0))]
+    Postgres(Box<::postgres::Error>),
+    #[error("this hub holds no lease on database {0:?}")]
+    NotOwner(String),
+    #[error("the lease on database {db:?} moved past fencing number {fence}: another hub owns it now")]
+    Fenced { db: String, fence: i64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("stored document {doc} does not load: {source}")]
@@ -67,6 +75,21 @@ pub enum StorageError {
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         StorageError::Sqlite(Box::new(e))
+    }
+}
+
+/// The server's message and code when there is one (`postgres::Error` alone says "db error").
+fn postgres_detail(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+// Boxed for the same reason.
+impl From<::postgres::Error> for StorageError {
+    fn from(e: ::postgres::Error) -> Self {
+        StorageError::Postgres(Box::new(e))
     }
 }
 

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, tokens, `dump`, raw WebSocket connections and plain HTTP GETs.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
