@@ -27,9 +27,12 @@ PHASES = {
     "bench-hub-idle": "hub memory per idle connection (`hub/benches/idle.rs`)",
     "bench-wasm": "browser: bulkPut against raw IndexedDB, cold open, single put (`wasm/tests/bench.rs`); "
                   "cross-tab visibility is pending (tabs do not share a database yet)",
-    "bench-bridge": "bridge: snapshot to local files, Tez local-mode DAG, write-back generation "
-                    "(`tez-bridge/benches/snapshot.rs`); HDFS end to end against raw hdfs-native writes, "
-                    "bridge peak RSS at 1M and cold/warm DAG on YARN are pending",
+    "bench-bridge": "bridge end to end with release builds (`tez-bridge/benches/bridge.rs`): `tidepool-bridge "
+                    "snapshot` from hub state to files on a MiniDFSCluster, process start to exit, against a raw "
+                    "hdfs-native write of the same bytes in the same round; peak RSS of bridge and hub; a whole "
+                    "enrich `run` with its phase split and write-back changes/s (changes sent / push seconds)",
+    "bench-session": "Tez DAG runner: a cold one-shot DAG against a DAG in a warm Tez session, 10,000 records, local "
+                     "mode (`tez-bridge/jvm/bench-session.sh`)",
 }
 
 
@@ -297,9 +300,8 @@ def main():
                   f"{os.cpu_count()} cores): absolute figures and even ratios are noisy; rerun on an idle machine "
                   "before quoting them.\n")
     pending = [
-        "Bridge end to end, hub state to files on HDFS, against a raw hdfs-native write of the same bytes at 10k, 100k "
-        "and 1M records; bridge peak RSS; cold and warm DAG time on YARN: **pending** (built with the bridge-at-scale "
-        "and Tez-on-YARN work; `bench-bridge` below covers the phases that exist).",
+        "Bridge at 1M records, and cold and warm DAG time on YARN: **pending** (`BRIDGE_BENCH_SIZES=1000000 make "
+        "bench-bridge` runs the first; the bridge does not use warm sessions yet).",
         "Browser cross-tab visibility: **pending** (tabs do not share a database yet).",
     ]
     sections = defaultdict(list)

@@ -61,13 +61,26 @@ fn peak_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
+/// CPU seconds (user and system) a process used so far, from `/proc/<pid>/stat` (clock ticks
+/// of 1/100 s, as Linux reports them to user space).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Resets a process's peak RSS to its current RSS.
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
-/// Runs the bridge to completion, sampling its peak RSS; (wall seconds, peak KiB, stdout).
-async fn timed_bridge(args: &[&str]) -> (f64, u64, String) {
+/// Runs the bridge to completion, sampling its peak RSS and CPU time; (wall seconds, peak KiB,
+/// CPU seconds, stdout).
+async fn timed_bridge(args: &[&str]) -> (f64, u64, f64, String) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
         .args(args)
@@ -76,9 +89,10 @@ async fn timed_bridge(args: &[&str]) -> (f64, u64, String) {
         .spawn()
         .expect("bridge");
     let pid = child.id();
-    let mut peak = 0;
+    let (mut peak, mut cpu) = (0, 0.0f64);
     let status = loop {
         peak = peak.max(peak_kib(pid));
+        cpu = cpu.max(cpu_secs(pid));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
@@ -88,7 +102,7 @@ async fn timed_bridge(args: &[&str]) -> (f64, u64, String) {
     let out = child.wait_with_output().expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(status.success(), "bridge {args:?} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (secs, peak, stdout)
+    (secs, peak, cpu, stdout)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -144,7 +158,7 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
     for round in 0..rounds {
         reset_peak(hub_pid);
         let run = format!("s{round}");
-        let (secs, peak, _) =
+        let (secs, peak, _, _) =
             timed_bridge(&["snapshot", "--hub", &url, "--token", "dev", "--db", "bench", "--store", "items", "--to", &base, "--job", "snap", "--run", &run])
                 .await;
         ours.push(secs);
@@ -167,7 +181,7 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         hub_peak / 1024
     );
     bench_line(json!({
-        "section": "bridge", "figure": "snapshot", "records": n, "bytes": bytes, "rounds": rounds,
+        "figure": "snapshot", "records": n, "bytes": bytes, "rounds": rounds,
         "seconds": ours, "raw_seconds": raw, "ratio_of_raw": raw / ours,
         "bridge_peak_mib": bridge_peak as f64 / 1024.0, "hub_peak_mib": hub_peak as f64 / 1024.0,
     }));
@@ -182,8 +196,10 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
     )
     .expect("job file");
     reset_peak(hub_pid);
-    let (wall, peak, out) = timed_bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]).await;
+    let hub_cpu_before = cpu_secs(hub_pid);
+    let (wall, peak, bridge_cpu, out) = timed_bridge(&["run", "--job", job.to_str().expect("path"), "--run", "r1"]).await;
     let hub_run_peak = peak_kib(hub_pid);
+    let hub_cpu = cpu_secs(hub_pid) - hub_cpu_before;
     let state_bytes = fs.read("enrich/r1/_state.json").await.expect("state");
     let state: RunState = serde_json::from_slice(&state_bytes).expect("state json");
     let written = state.changes_written.unwrap_or(0);
@@ -194,17 +210,22 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         .filter_map(|p| state.seconds.get(*p).map(|s| format!("{p} {s:.2}s")))
         .collect();
     println!(
-        "bridge run (enrich) of {n} records: {wall:.2}s wall ({}); {written} changes written back, {per_sec:.0} changes/s; peak RSS bridge {} MiB, hub {} MiB",
+        "bridge run (enrich) of {n} records: {wall:.2}s wall ({}); {written} changes written back, {per_sec:.0} changes/s; peak RSS bridge {} MiB, hub {} MiB; CPU bridge {bridge_cpu:.1}s, hub {hub_cpu:.1}s (the DAG runner's JVM apart)",
         phases.join(", "),
         peak / 1024,
         hub_run_peak / 1024
     );
     eprintln!("{}", out.trim());
-    bench_line(json!({
-        "section": "bridge", "figure": "run", "records": n, "wall_seconds": wall, "phases": state.seconds,
+    let mut line = json!({
+        "figure": "run", "records": n, "wall_seconds": wall,
         "changes_written": written, "write_back_changes_per_second": per_sec,
         "bridge_peak_mib": peak as f64 / 1024.0, "hub_peak_mib": hub_run_peak as f64 / 1024.0,
-    }));
+        "bridge_cpu_seconds": bridge_cpu, "hub_cpu_seconds": hub_cpu,
+    });
+    for (phase, secs) in &state.seconds {
+        line[format!("{phase}_seconds")] = json!(secs);
+    }
+    bench_line(line);
     fs.delete("").await.expect("clean the size's runs");
     drop(hub);
     let _ = std::fs::remove_dir_all(&data);
