@@ -25,6 +25,9 @@ PHASES = {
     "bench-core": "core in one process: puts, applies and initial sync against raw Automerge (`core/benches/core.rs`)",
     "bench-hub": "`tidepool-load`, all clients in one process, against a release hub (`hub/bench/load.sh`)",
     "bench-hub-idle": "hub memory per idle connection (`hub/benches/idle.rs`)",
+    "bench-hub-pg": "several hubs on one PostgreSQL against one hub on SQLite, same run, all processes on this "
+                    "one machine: writes/s and p99 visibility over 30 databases, and kill -9 of an owner to a "
+                    "write acknowledged again (`hub/benches/pg.rs`)",
     "bench-wasm": "browser: bulkPut against raw IndexedDB, cold open, single put (`wasm/tests/bench.rs`); "
                   "cross-tab visibility is pending (tabs do not share a database yet)",
     "bench-bridge": "bridge end to end with release builds (`tez-bridge/benches/bridge.rs`): `tidepool-bridge "
