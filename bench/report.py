@@ -303,8 +303,7 @@ def main():
                   f"{os.cpu_count()} cores): absolute figures and even ratios are noisy; rerun on an idle machine "
                   "before quoting them.\n")
     pending = [
-        "A whole bridge run (enrich, write-back) at 1M records, and cold and warm DAG time on YARN: **pending** (`BRIDGE_BENCH_SIZES=1000000 make "
-        "bench-bridge` runs the first; the bridge does not use warm sessions yet).",
+        "Cold and warm DAG time on YARN: **pending** (the bridge does not use warm sessions yet).",
         "Browser cross-tab visibility: **pending** (tabs do not share a database yet).",
     ]
     sections = defaultdict(list)
