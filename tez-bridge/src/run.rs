@@ -336,20 +336,34 @@ async fn snapshot_heads(fs: &RunFs, dir: &str) -> Result<DocHeads, RunError> {
         return Ok(manifest.docs.iter().filter_map(snapshot::entry_heads).collect());
     }
     let rel = format!("{dir}/input/_manifest_docs.jsonl");
-    let mut lines = fs.lines(&rel).await?;
     let mut heads = DocHeads::with_capacity(manifest.records + manifest.deleted);
+    json_lines(fs, &rel, |n, entry: ManifestDoc| {
+        let (doc, h) = snapshot::entry_heads(&entry)
+            .ok_or_else(|| RunError::Corrupt { file: rel.clone(), detail: format!("line {n}: bad document id or heads") })?;
+        heads.insert(doc, h);
+        Ok(())
+    })
+    .await?;
+    heads.seal();
+    Ok(heads)
+}
+
+/// Calls `f` with each non-empty line of a JSON Lines file, parsed, and its line number, a
+/// line at a time; a line that does not parse is a [`RunError::Corrupt`] naming the file and line.
+async fn json_lines<T: for<'de> Deserialize<'de>>(
+    fs: &RunFs,
+    rel: &str,
+    mut f: impl FnMut(usize, T) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let mut lines = fs.lines(rel).await?;
     while let Some((n, line)) = lines.next_line().await? {
         if line.is_empty() {
             continue;
         }
-        let entry: ManifestDoc = serde_json::from_slice(line)
-            .map_err(|e| RunError::Corrupt { file: rel.clone(), detail: format!("line {n}: {e}") })?;
-        let (doc, h) = snapshot::entry_heads(&entry)
-            .ok_or_else(|| RunError::Corrupt { file: rel.clone(), detail: format!("line {n}: bad document id or heads") })?;
-        heads.insert(doc, h);
+        let value = serde_json::from_slice(line).map_err(|e| RunError::Corrupt { file: rel.to_owned(), detail: format!("line {n}: {e}") })?;
+        f(n, value)?;
     }
-    heads.seal();
-    Ok(heads)
+    Ok(())
 }
 
 /// One line of `_written.jsonl`: a document a run's write-back changed and its heads after.
@@ -371,15 +385,11 @@ async fn overlay_written(fs: &RunFs, dir: &str, heads: &mut DocHeads) -> Result<
     };
     let rel = format!("{dir}/_written.jsonl");
     if fs.exists(&rel).await? {
-        let mut lines = fs.lines(&rel).await?;
-        while let Some((n, line)) = lines.next_line().await? {
-            if line.is_empty() {
-                continue;
-            }
-            let w: WrittenDoc =
-                serde_json::from_slice(line).map_err(|e| RunError::Corrupt { file: rel.clone(), detail: format!("line {n}: {e}") })?;
+        json_lines(fs, &rel, |_, w: WrittenDoc| {
             set(&w.doc, &w.heads);
-        }
+            Ok(())
+        })
+        .await?;
     } else if fs.exists(&format!("{dir}/_written.json")).await? {
         let written: Written = read_json(fs, &format!("{dir}/_written.json")).await?;
         for (doc, after) in &written.heads {
