@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use tidepool_core::wire::Cursor;
 use tidepool_core::{StoreRef, Value};
 
 /// A document changed by another peer, with its value just after the change.
@@ -23,4 +24,12 @@ pub enum ChangeState {
     Acked,
     /// The hub refused it (e.g. no write access); it will not be retried.
     Refused,
+}
+
+/// A watched store's change log moved ([`crate::Client::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreMoved {
+    pub store: StoreRef,
+    /// Where the store's log stands now.
+    pub cursor: Cursor,
 }

@@ -13,7 +13,7 @@ use tidepool_core::{DocId, Key, LocalChange, Patch, Record, StoreRef, Value};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::change::{ChangeState, RemoteChange};
+use crate::change::{ChangeState, RemoteChange, StoreMoved};
 use crate::connection;
 use crate::docs::Docs;
 use crate::error::{ClientError, ConnectError};
@@ -62,6 +62,21 @@ impl Client {
         st.engine.subscribe(store, since);
         drop(st);
         self.shared.kick.notify_one();
+    }
+
+    /// Follows where a store's change log stands without holding its records: every move
+    /// (one now, once connected, then one per change the hub logs) arrives on [`Client::moves`].
+    /// Survives reconnection.
+    pub fn watch(&self, store: StoreRef) {
+        self.shared.lock().engine.watch(store);
+        self.shared.kick.notify_one();
+    }
+
+    /// Moves of the stores this client watches, from now on. A receiver that falls more than
+    /// 4,096 moves behind misses the oldest (it learns how many); the newest position is always
+    /// the last one received.
+    pub fn moves(&self) -> broadcast::Receiver<StoreMoved> {
+        self.shared.moves.subscribe()
     }
 
     fn edit(

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::change::RemoteChange;
+use crate::change::{RemoteChange, StoreMoved};
 use crate::error::{ClientError, ConnectCause, ConnectError};
 use crate::export::{ExportPage, hub_error};
 use crate::state::Shared;
@@ -227,6 +227,9 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
             ClientEvent::HubError { code, detail } => {
                 tracing::debug!(?code, %detail, "the hub reported an error");
                 st.last_error = Some((*code, detail.clone()));
+            }
+            ClientEvent::Moved { store, cursor } => {
+                let _ = shared.moves.send(StoreMoved { store: store.clone(), cursor: *cursor });
             }
             ClientEvent::RemoteChanged { store, doc, key } if listening => {
                 let value = st.docs.get(store, doc).and_then(|r| r.get_plain().ok().flatten());

@@ -35,7 +35,7 @@ mod options;
 mod state;
 mod wait;
 
-pub use change::{ChangeState, RemoteChange};
+pub use change::{ChangeState, RemoteChange, StoreMoved};
 pub use client::Client;
 pub use error::{ClientError, ConnectCause, ConnectError};
 pub use export::ExportPage;

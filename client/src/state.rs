@@ -8,7 +8,7 @@ use tidepool_core::sync::{ClientEngine, OutboxId};
 use tidepool_core::wire::ErrorCode;
 use tokio::sync::{Notify, broadcast, watch};
 
-use crate::change::RemoteChange;
+use crate::change::{RemoteChange, StoreMoved};
 use crate::docs::Docs;
 use crate::export::Replies;
 use crate::error::ConnectError;
@@ -60,6 +60,7 @@ pub(crate) struct Shared {
     pub(crate) version: watch::Sender<u64>,
     pub(crate) online: watch::Sender<bool>,
     pub(crate) events: broadcast::Sender<RemoteChange>,
+    pub(crate) moves: broadcast::Sender<StoreMoved>,
 }
 
 impl Shared {
@@ -71,6 +72,7 @@ impl Shared {
             version: watch::Sender::new(0),
             online: watch::Sender::new(true),
             events: broadcast::Sender::new(65_536),
+            moves: broadcast::Sender::new(4_096),
         }
     }
 

@@ -237,7 +237,8 @@ impl Sim {
                 | ClientEvent::Synced { .. }
                 | ClientEvent::HubError { .. }
                 | ClientEvent::ExportPage { .. }
-                | ClientEvent::Fetched { .. } => {}
+                | ClientEvent::Fetched { .. }
+                | ClientEvent::Moved { .. } => {}
             }
         }
         if peer.conn.is_some() {

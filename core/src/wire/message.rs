@@ -145,8 +145,9 @@ pub enum ErrorCode {
     UnknownExport,
 }
 
-/// A protocol message. Client-to-hub: `Hello`, `Subscribe`, `Push`, `Sync`.
-/// Hub-to-client: `Welcome`, `Ack`, `Changes`, `CaughtUp`, `Heads`, `Sync`, `Error`.
+/// A protocol message. Client-to-hub: `Hello`, `Subscribe`, `Push`, `Sync`, `Export`, `Fetch`,
+/// `Watch`. Hub-to-client: `Welcome`, `Ack`, `Changes`, `CaughtUp`, `Heads`, `Sync`, `Error`,
+/// `ExportPage`, `Fetched`, `Moved`.
 #[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
 pub enum Message {
     /// First frame of a connection. The token travels here because browsers cannot set
@@ -185,6 +186,12 @@ pub enum Message {
     Fetch { request: u64, store: StoreRef, docs: Vec<DocRef> },
     /// Documents of a `Fetch`, saved, in frames of bounded size; `last` marks the final frame.
     Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
+    /// Tell me where these stores' logs stand, now and whenever they move, without sending
+    /// changes (needs read access): how a peer without a replica learns that a store changed.
+    Watch { stores: Vec<StoreRef> },
+    /// A watched store's log now reaches `cursor` (sent once on `Watch`, then after every
+    /// change logged to the store).
+    Moved { store: StoreRef, cursor: Cursor },
 }
 
 impl Message {
@@ -199,7 +206,8 @@ impl Message {
             | Message::Export { store, .. }
             | Message::ExportPage { store, .. }
             | Message::Fetch { store, .. }
-            | Message::Fetched { store, .. } => Some(store),
+            | Message::Fetched { store, .. }
+            | Message::Moved { store, .. } => Some(store),
             _ => None,
         }
     }
@@ -235,6 +243,8 @@ impl Message {
             Message::ExportPage { .. } => "export_page",
             Message::Fetch { .. } => "fetch",
             Message::Fetched { .. } => "fetched",
+            Message::Watch { .. } => "watch",
+            Message::Moved { .. } => "moved",
         }
     }
 }

@@ -97,7 +97,7 @@ pub async fn settle(state: &mut State, touched: &HashMap<DocId, Before>) -> Resu
                 cursors.insert(store.store, cursor);
             }
             // The browser client asks for neither exports nor fetches.
-            ClientEvent::Synced { .. } | ClientEvent::ExportPage { .. } | ClientEvent::Fetched { .. } => {}
+            ClientEvent::Synced { .. } | ClientEvent::ExportPage { .. } | ClientEvent::Fetched { .. } | ClientEvent::Moved { .. } => {}
             ClientEvent::HubError { code, detail } => received.hub_errors.push((code, detail)),
         }
     }

@@ -75,6 +75,8 @@ pub trait ClientDocs {
 pub struct ClientEngine {
     config: ClientConfig,
     subs: BTreeMap<StoreRef, Sub>,
+    /// Stores whose log position is followed without their documents.
+    watching: BTreeSet<StoreRef>,
     outbox: BTreeMap<OutboxId, OutboxEntry>,
     inflight: BTreeMap<u64, Vec<OutboxId>>,
     next_batch: u64,
@@ -93,6 +95,7 @@ impl ClientEngine {
         ClientEngine {
             config,
             subs: BTreeMap::new(),
+            watching: BTreeSet::new(),
             outbox: BTreeMap::new(),
             inflight: BTreeMap::new(),
             next_batch: 1,
@@ -120,6 +123,9 @@ impl ClientEngine {
             .collect();
         if !subscriptions.is_empty() {
             self.send(Message::Subscribe { subscriptions });
+        }
+        if !self.watching.is_empty() {
+            self.send(Message::Watch { stores: self.watching.iter().cloned().collect() });
         }
         // The limit learnt from an earlier welcome still holds for entries sent back to unsent.
         self.refuse_oversized();
@@ -233,7 +239,13 @@ impl ClientEngine {
             Message::Fetched { request, store, docs, last } => {
                 self.event(ClientEvent::Fetched { request, store, docs, last });
             }
+            Message::Moved { store, cursor } => {
+                if self.watching.contains(&store) {
+                    self.event(ClientEvent::Moved { store, cursor });
+                }
+            }
             other @ (Message::Hello { .. }
+            | Message::Watch { .. }
             | Message::Subscribe { .. }
             | Message::Push { .. }
             | Message::Export { .. }
@@ -247,6 +259,15 @@ impl ClientEngine {
     /// disconnected (an export does not outlive its connection).
     pub fn export(&mut self, store: StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32) {
         self.send(Message::Export { store, export, after, limit });
+    }
+
+    /// Follows where a store's log stands without holding its documents: the position arrives
+    /// as [`ClientEvent::Moved`] now (once connected) and after every change the hub logs to the
+    /// store, on this connection and the next ones.
+    pub fn watch(&mut self, store: StoreRef) {
+        if self.watching.insert(store.clone()) {
+            self.send(Message::Watch { stores: vec![store] });
+        }
     }
 
     /// Asks for whole documents; they arrive as [`ClientEvent::Fetched`].

@@ -27,6 +27,8 @@ pub enum ClientEvent {
     /// Documents this client fetched ([`super::ClientEngine::fetch`]); not applied to its own
     /// documents.
     Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
+    /// A watched store's log reached `cursor` ([`super::ClientEngine::watch`]).
+    Moved { store: StoreRef, cursor: Cursor },
 }
 
 /// What the engine wants done: frames to send and events to handle, in order.

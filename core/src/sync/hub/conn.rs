@@ -18,6 +18,8 @@ pub(super) struct Conn {
     pub peer: Option<PeerId>,
     pub grants: Option<Grants>,
     pub subs: BTreeSet<StoreRef>,
+    /// Stores whose log position this connection follows (`Watch`), without their changes.
+    pub watching: BTreeSet<StoreRef>,
     /// Automerge sync protocol state per document in repair.
     pub sync: HashMap<DocId, sync::State>,
     /// Open exports: id -> (store, log seq of the cut).
@@ -39,6 +41,11 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.sync.remove(&doc);
         }
+    }
+
+    /// Connections watching `store`.
+    pub(super) fn watchers<'a>(&'a self, store: &'a StoreRef) -> impl Iterator<Item = ConnId> + 'a {
+        self.conns.iter().filter(move |(_, c)| c.watching.contains(store)).map(|(id, _)| *id)
     }
 
     /// Other connections subscribed to `store`.

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::record::RecordError;
 use crate::sync::auth::{Authorizer, Grants};
-use crate::wire::{self, DecodeError, ErrorCode, Limits, Message, PeerId};
+use crate::wire::{self, Cursor, DecodeError, ErrorCode, Limits, Message, PeerId};
 
 use conn::Conn;
 pub use output::{Close, ConnId, Effect, HubOutput, Outgoing};
@@ -190,7 +190,21 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                     self.fetch(conn, request, store, docs, out)?;
                 }
             }
+            Message::Watch { stores } => {
+                for store in stores {
+                    if !self.grants(conn).is_some_and(|g| g.can_read(&store)) {
+                        out.forbidden(conn, &store, None);
+                        continue;
+                    }
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.watching.insert(store.clone());
+                    }
+                    let cursor = Cursor { epoch: self.store.epoch(), seq: self.store.head_seq(&store)? };
+                    out.send(conn, &Message::Moved { store, cursor });
+                }
+            }
             other @ (Message::Welcome { .. }
+            | Message::Moved { .. }
             | Message::ExportPage { .. }
             | Message::Fetched { .. }
             | Message::Ack { .. }

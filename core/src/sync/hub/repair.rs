@@ -86,13 +86,18 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
     }
 
     /// Sends changes logged up to `seq` to every other subscriber of the store, one encoding
-    /// shared by all.
+    /// shared by all, and the store's new position to every connection watching it.
     pub(super) fn fan_out(&self, from: ConnId, store: &StoreRef, docs: Vec<DocData>, seq: u64, out: &mut HubOutput) {
-        let cursor = Some(Cursor { epoch: self.store.epoch(), seq });
-        let frame = Arc::new(wire::encode(&Message::Changes { store: store.clone(), docs, cursor }));
+        let cursor = Cursor { epoch: self.store.epoch(), seq };
+        let frame = Arc::new(wire::encode(&Message::Changes { store: store.clone(), docs, cursor: Some(cursor) }));
         let before = out.sends.len();
         out.sends.extend(self.subscribers(store, from).map(|to| Outgoing { to, frame: frame.clone() }));
         let receivers = out.sends.len() - before;
+        let mut watchers = self.watchers(store).peekable();
+        if watchers.peek().is_some() {
+            let moved = Arc::new(wire::encode(&Message::Moved { store: store.clone(), cursor }));
+            out.sends.extend(watchers.map(|to| Outgoing { to, frame: moved.clone() }));
+        }
         out.effects.push(Effect::FannedOut { store: store.clone(), seq, receivers });
     }
 }
