@@ -13,6 +13,8 @@ pub mod owner;
 pub mod plan;
 pub mod run;
 pub mod scratch;
+pub mod session;
 pub mod snapshot;
 pub mod test_cluster;
 pub mod tez;
+pub mod watch;

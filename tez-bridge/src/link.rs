@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use thiserror::Error;
-use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage};
+use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage, StoreMoved};
+use tokio::sync::broadcast;
 use tidepool_core::automerge::ActorId;
 use tidepool_core::wire::{Cursor, DocRef, ErrorCode};
 use tidepool_core::{DocId, Record, StoreRef};
@@ -152,6 +153,14 @@ impl Link {
             self.acked(*id, store).await?;
         }
         Ok(sent.ids.len())
+    }
+
+    /// Follows where `store`'s change log stands, without its records: the hub sends the
+    /// position at once and after every change, also after a reconnection.
+    pub fn watch(&self, store: &StoreRef) -> broadcast::Receiver<StoreMoved> {
+        let moves = self.client.moves();
+        self.client.watch(store.clone());
+        moves
     }
 
     pub async fn close(self) {

@@ -33,6 +33,7 @@ use crate::owner::Owner;
 use crate::plan::{self, PlanError, PlannedChange};
 use crate::heads::DocHeads;
 use crate::snapshot::{self, Manifest, ManifestDoc, SnapshotId, SnapshotWriter};
+use crate::session::Session;
 use crate::tez::{self, TezError};
 
 /// Where a run stands.
@@ -164,6 +165,63 @@ pub async fn runs(fs: &RunFs, job: &str) -> Result<Vec<RunState>, RunError> {
     }
     out.sort_by(|a, b| a.run.cmp(&b.run));
     Ok(out)
+}
+
+/// A new run id for `now` that sorts after `last` (an earlier run's id): the nonce counts up
+/// from `last`'s within the same second, so runs started quickly one after another keep their
+/// order (an incremental run's base is the newest run).
+pub fn next_run_id(now: std::time::SystemTime, nonce: u16, last: Option<&str>) -> String {
+    let id = new_run_id(now, nonce);
+    match last {
+        Some(last) if id.as_str() <= last => {
+            let (prefix, last_nonce) = last.rsplit_once('-').unwrap_or((last, "0"));
+            let n = u16::from_str_radix(last_nonce, 16).unwrap_or(0).saturating_add(1);
+            format!("{prefix}-{n:04x}")
+        }
+        _ => id,
+    }
+}
+
+/// The hub cursor a run's snapshot is consistent with (`None` for a snapshot of a hub that had
+/// no position to give).
+pub async fn snapshot_cut(fs: &RunFs, job: &str, run: &str) -> Result<Option<tidepool_core::wire::Cursor>, RunError> {
+    let rel = format!("{}/input/_manifest.json", run_dir(job, run));
+    let manifest: Manifest = read_json(fs, &rel).await?;
+    let Ok(epoch) = <[u8; 16]>::try_from(hex::decode(&manifest.hub_epoch).unwrap_or_default()) else { return Ok(None) };
+    Ok(Some(tidepool_core::wire::Cursor { epoch, seq: manifest.hub_seq }))
+}
+
+/// Ends a snapshotted run that holds no record to compute (an incremental snapshot of a store
+/// in which nothing changed but the job's own results): written back, with nothing written.
+pub async fn nothing_to_run(fs: &RunFs, mut state: RunState) -> Result<RunState, RunError> {
+    state.phase = Phase::WrittenBack;
+    state.results_out = Some(0);
+    state.changes_written = Some(0);
+    state.owner = None;
+    save_state(fs, &state).await?;
+    Ok(state)
+}
+
+/// Removes all but the newest `keep` runs of a job that are over (written back or failed),
+/// never the newest written-back run (the next incremental snapshot starts from it) nor a run
+/// in progress. Returns how many it removed.
+pub async fn prune(fs: &RunFs, job: &str, keep: usize) -> Result<usize, RunError> {
+    let runs = runs(fs, job).await?;
+    let newest_done = runs.iter().rev().find(|r| r.phase == Phase::WrittenBack).map(|r| r.run.clone());
+    let over: Vec<&RunState> = runs
+        .iter()
+        .filter(|r| matches!(r.phase, Phase::WrittenBack | Phase::TezFailed | Phase::WriteBackFailed) || r.interrupted())
+        .collect();
+    let mut removed = 0;
+    for r in over.iter().take(over.len().saturating_sub(keep)) {
+        if Some(&r.run) == newest_done.as_ref() {
+            continue;
+        }
+        fs.delete(&run_dir(job, &r.run)).await?;
+        fs.delete(&format!("{job}/.tmp-{}", r.run)).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// A run id that sorts by creation time: `YYYYMMDDTHHMMSSZ-xxxx`.
@@ -412,13 +470,15 @@ async fn latest_heads(fs: &RunFs, job: &str) -> Result<Option<(String, DocHeads)
     Ok(Some((run.run, heads)))
 }
 
-/// Runs the job's DAG over a snapshotted run, then writes the results back. A failed DAG, a
-/// missing `_SUCCESS` or output that does not parse writes nothing, and the state says why.
+/// Runs the job's DAG over a snapshotted run (on `session` if given, else in a JVM of its own),
+/// then writes the results back. A failed DAG, a missing `_SUCCESS` or output that does not
+/// parse writes nothing, and the state says why.
 pub async fn tez_and_write_back(
     fs: &RunFs,
     job: &JobSpec,
     link: &Link,
     mut state: RunState,
+    session: Option<&mut Session>,
     progress: &dyn Progress,
 ) -> Result<RunState, RunError> {
     let dir = run_dir(&job.name, &state.run);
@@ -433,7 +493,11 @@ pub async fn tez_and_write_back(
         save_state(fs, &state).await?;
         fs.delete(&output_rel).await?;
         progress.phase("tez", &format!("running the {} DAG", dag_name(&job.dag)));
-        let result = tez::run(job, &fs.default_fs(), &fs.uri(&format!("{dir}/input")), &fs.uri(&output_rel)).await;
+        let (input, output) = (fs.uri(&format!("{dir}/input")), fs.uri(&output_rel));
+        let result = match session {
+            Some(session) => session.run(job, &input, &output).await,
+            None => tez::run(job, &fs.default_fs(), &input, &output).await,
+        };
         match result {
             Ok(r) => {
                 state.seconds.insert("tez".into(), r.seconds);
@@ -672,5 +736,16 @@ mod tests {
         assert_eq!(new_run_id(t, 0xab), "20231114T221320Z-00ab");
         let later = t + std::time::Duration::from_secs(61);
         assert!(new_run_id(later, 0) > new_run_id(t, 0xffff));
+    }
+
+    #[test]
+    fn a_run_id_sorts_after_the_last_within_the_same_second() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let last = new_run_id(t, 0x9000);
+        assert_eq!(next_run_id(t, 0x0010, Some(&last)), "20231114T221320Z-9001");
+        assert_eq!(next_run_id(t, 0xa000, Some(&last)), "20231114T221320Z-a000");
+        let later = t + std::time::Duration::from_secs(1);
+        assert_eq!(next_run_id(later, 0x0001, Some(&last)), "20231114T221321Z-0001");
+        assert_eq!(next_run_id(t, 7, None), "20231114T221320Z-0007");
     }
 }

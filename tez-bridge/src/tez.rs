@@ -41,6 +41,12 @@ pub enum TezError {
     Scratch(std::io::Error),
     #[error("the DAG runner is not built: {0} is missing (run `make -C tez-bridge/jvm` or `make tez-jvm`)")]
     NotBuilt(PathBuf),
+    #[error("the Tez session ended: {diagnostics}")]
+    SessionEnded { diagnostics: String },
+    #[error("the Tez session did not start within {seconds} s: {diagnostics}")]
+    SessionStart { seconds: u64, diagnostics: String },
+    #[error("a DAG argument holds a tab or a line break, which a session request cannot carry: {0:?}")]
+    Unsendable(String),
     #[error("the Tez job failed (exit status {status}): {diagnostics}")]
     Failed { status: String, diagnostics: String },
 }
@@ -57,7 +63,7 @@ pub fn default_runner_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm/target")
 }
 
-fn java(job: &JobSpec) -> PathBuf {
+pub(crate) fn java(job: &JobSpec) -> PathBuf {
     job.tez.java.clone().unwrap_or_else(|| match std::env::var_os("JAVA_HOME") {
         Some(home) => PathBuf::from(home).join("bin/java"),
         None => PathBuf::from("java"),
@@ -72,20 +78,8 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
     if !jar.exists() {
         return Err(TezError::NotBuilt(jar));
     }
-    let lib = runner.join("lib/*");
-    let mut cmd = Command::new(java(job));
-    // Everything the JVM would put in /tmp (Tez local mode's scratch space, snappy-java's
-    // native library, which a halting JVM never deletes) goes to the run's scratch directory.
-    let tmp = scratch.display();
-    cmd.args(JAVA17_OPENS)
-        .arg(format!("-Djava.io.tmpdir={tmp}"))
-        .arg(format!("-Dorg.xerial.snappy.tempdir={tmp}"))
-        .args(&job.tez.jvm_opts);
-    let mut classpath = format!("{}:{}", jar.display(), lib.display());
-    if let Some(conf) = &job.tez.conf_dir {
-        // Cluster configuration first on the classpath, so tez-site.xml and yarn-site.xml load.
-        classpath = format!("{}:{classpath}", conf.display());
-    }
+    let mut cmd = jvm(job, scratch);
+    let mut classpath = runner_classpath(job, &runner);
     if let DagSpec::User { jar, .. } = &job.dag {
         classpath = format!("{}:{classpath}", jar.display());
     }
@@ -101,49 +95,86 @@ pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scrat
                 cmd.arg(input).arg(output);
             }
         }
-        dag => {
+        _ => {
             cmd.arg("dev.tidepool.tez.DagRunner");
-            cmd.args(["--name", &job.name, "--input", input, "--output", output, "--fs-default", default_fs]);
-            cmd.arg("--exit-on-stdin-eof");
-            match &job.tez.conf_dir {
-                Some(conf) => {
-                    // Staging (the DAG plan, the runner's jar) next to the job's runs on HDFS,
-                    // not in the cluster's default, which the bridge's user may not own.
-                    cmd.arg("--tez-conf-dir").arg(conf).arg("--staging-dir").arg(staging_dir(job));
-                }
-                // Hadoop's own scratch default is /tmp/hadoop-<user>.
-                None => {
-                    cmd.arg("--conf").arg(format!("hadoop.tmp.dir={}", scratch.join("hadoop").display()));
-                }
-            }
-            match dag {
-                DagSpec::Aggregate { group_by, aggregates, .. } => {
-                    cmd.args(["--dag", "aggregate"]);
-                    // No group-by fields: one group, the totals over every record.
-                    if !group_by.is_empty() {
-                        cmd.args(["--group-by", &group_by.join(",")]);
-                    }
-                    for a in aggregates {
-                        cmd.args(["--agg", a]);
-                    }
-                }
-                DagSpec::Enrich { fields, .. } => {
-                    cmd.args(["--dag", "enrich"]);
-                    for (name, expr) in fields {
-                        cmd.arg("--field").arg(format!("{name}={expr}"));
-                    }
-                }
-                DagSpec::User { .. } => unreachable!("handled above"),
-            }
-            if let Some(filter) = dag.filter() {
-                cmd.arg("--where").arg(filter);
-            }
+            cmd.args(dag_args(job, input, output));
+            cmd.args(["--fs-default", default_fs, "--exit-on-stdin-eof"]);
+            cmd.args(cluster_args(job, scratch));
         }
     }
+    Ok(cmd)
+}
+
+/// The JVM with the job's options. Everything it would put in /tmp (Tez local mode's scratch
+/// space, snappy-java's native library, which a halting JVM never deletes) goes to `scratch`.
+pub(crate) fn jvm(job: &JobSpec, scratch: &Path) -> Command {
+    let mut cmd = Command::new(java(job));
+    let tmp = scratch.display();
+    cmd.args(JAVA17_OPENS)
+        .arg(format!("-Djava.io.tmpdir={tmp}"))
+        .arg(format!("-Dorg.xerial.snappy.tempdir={tmp}"))
+        .args(&job.tez.jvm_opts);
     if std::env::var_os("USER").is_none() {
         cmd.env("USER", "tidepool");
     }
-    Ok(cmd)
+    cmd
+}
+
+/// The runner's jar and its libraries, after the cluster configuration (first, so that
+/// tez-site.xml and yarn-site.xml load from it).
+pub(crate) fn runner_classpath(job: &JobSpec, runner: &Path) -> String {
+    let classpath = format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display());
+    match &job.tez.conf_dir {
+        Some(conf) => format!("{}:{classpath}", conf.display()),
+        None => classpath,
+    }
+}
+
+/// Where the runner submits: YARN (the job's configuration directory, staging next to the job's
+/// runs on HDFS, not in the cluster's default, which the bridge's user may not own) or local
+/// mode (Hadoop's scratch under `scratch`; its own default is /tmp/hadoop-<user>).
+pub(crate) fn cluster_args(job: &JobSpec, scratch: &Path) -> Vec<String> {
+    match &job.tez.conf_dir {
+        Some(conf) => vec!["--tez-conf-dir".into(), conf.display().to_string(), "--staging-dir".into(), staging_dir(job)],
+        None => vec!["--conf".into(), format!("hadoop.tmp.dir={}", scratch.join("hadoop").display())],
+    }
+}
+
+/// The arguments naming one built-in DAG over `input` into `output`, as both the one-shot
+/// runner and a session request take them. Empty for a user's jar.
+pub fn dag_args(job: &JobSpec, input: &str, output: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |a: &str| args.push(a.to_owned());
+    match &job.dag {
+        DagSpec::User { .. } => return Vec::new(),
+        DagSpec::Aggregate { group_by, aggregates, .. } => {
+            for a in ["--name", &job.name, "--input", input, "--output", output, "--dag", "aggregate"] {
+                push(a);
+            }
+            // No group-by fields: one group, the totals over every record.
+            if !group_by.is_empty() {
+                push("--group-by");
+                push(&group_by.join(","));
+            }
+            for a in aggregates {
+                push("--agg");
+                push(a);
+            }
+        }
+        DagSpec::Enrich { fields, .. } => {
+            for a in ["--name", &job.name, "--input", input, "--output", output, "--dag", "enrich"] {
+                push(a);
+            }
+            for (name, expr) in fields {
+                push("--field");
+                push(&format!("{name}={expr}"));
+            }
+        }
+    }
+    if let Some(filter) = job.dag.filter() {
+        args.extend(["--where".to_owned(), filter.to_owned()]);
+    }
+    args
 }
 
 /// Where a YARN run stages its files: `<base>/_tez-staging`.

@@ -17,6 +17,7 @@ use tidepool_tez_bridge::link::Link;
 use tidepool_tez_bridge::run::{self, Progress};
 use tidepool_tez_bridge::scratch;
 use tidepool_tez_bridge::tez;
+use tidepool_tez_bridge::watch::{self, WatchOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "tidepool-bridge", version, about = "Snapshots Tidepool stores to HDFS, runs Tez DAGs, writes results back")]
@@ -57,6 +58,27 @@ enum Command {
         /// nothing.
         #[arg(long)]
         run: Option<String>,
+    },
+    /// Stay connected to the hub and run each job whenever its store changes (one run of a job
+    /// at a time, after the store has been quiet for the debounce time), its DAG on a warm Tez
+    /// session. Prints one line per run. Stops on SIGINT or SIGTERM.
+    Watch {
+        /// A job file; repeat for several jobs.
+        #[arg(long, required = true)]
+        job: Vec<PathBuf>,
+        /// Quiet time, in milliseconds, after a change before a run starts.
+        #[arg(long, default_value_t = 500)]
+        debounce_ms: u64,
+        /// Longest wait, in seconds, from the first change to the run, however busy the store.
+        #[arg(long, default_value_t = 10)]
+        max_delay_secs: u64,
+        /// Finished runs kept per job (older ones are removed; the newest written-back run is
+        /// always kept).
+        #[arg(long, default_value_t = 20)]
+        keep_runs: usize,
+        /// Start a JVM per run instead of keeping a Tez session up.
+        #[arg(long)]
+        no_session: bool,
     },
     /// The runs of a job and their state.
     Status {
@@ -260,7 +282,7 @@ async fn command(command: Command) -> Result<()> {
                     run::snapshot(&fs, &spec, &link, &id, &bars).await?
                 }
             };
-            let result = run::tez_and_write_back(&fs, &spec, &link, state, &bars).await;
+            let result = run::tez_and_write_back(&fs, &spec, &link, state, None, &bars).await;
             bars.finish();
             link.close().await;
             let mut state = result?;
@@ -273,6 +295,26 @@ async fn command(command: Command) -> Result<()> {
                 state.changes_written.unwrap_or(0),
                 timings(&state.seconds),
             );
+        }
+        Command::Watch { job, debounce_ms, max_delay_secs, keep_runs, no_session } => {
+            scratch::sweep();
+            let options = WatchOptions {
+                debounce: Duration::from_millis(debounce_ms),
+                max_delay: Duration::from_secs(max_delay_secs),
+                keep_runs,
+                session: !no_session,
+            };
+            let mut jobs = Vec::new();
+            for path in &job {
+                let spec = JobSpec::load(path)?;
+                if jobs.iter().any(|s: &JobSpec| s.name == spec.name) {
+                    anyhow::bail!("job {} is given twice", spec.name);
+                }
+                jobs.push(spec);
+            }
+            let bars = Bars::new();
+            let watching = jobs.iter().map(|spec| watch_job(spec, &options, &bars));
+            futures_util::future::try_join_all(watching).await?;
         }
         Command::Status { job } => {
             scratch::sweep();
@@ -301,6 +343,31 @@ async fn command(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Watches one job until an error stops it.
+async fn watch_job(spec: &JobSpec, options: &WatchOptions, bars: &Bars) -> Result<()> {
+    let fs = open_fs(spec).await?;
+    let (_, results) = run::stores(spec);
+    let stores: Vec<_> = results.into_iter().collect();
+    let link = connect(spec, &stores, bars).await?;
+    println!("watching {}: {}/{}", spec.name, spec.db, spec.store);
+    let result = watch::watch(&fs, spec, &link, options, bars, |ran| match &ran.state {
+        Ok(state) => println!(
+            "{}: run {}: {} records in, {} results out, {} changes written, {:.2}s after the change; {}",
+            spec.name,
+            state.run,
+            state.records_in,
+            state.results_out.unwrap_or(0),
+            state.changes_written.unwrap_or(0),
+            ran.after_change.as_secs_f64(),
+            timings(&state.seconds),
+        ),
+        Err(e) => eprintln!("error: {}: {e}", spec.name),
+    })
+    .await;
+    link.close().await;
+    result.with_context(|| format!("watching {}", spec.name))
 }
 
 #[cfg(test)]
