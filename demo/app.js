@@ -129,7 +129,13 @@ async function renderTasks(db) {
 
 async function renderStats(db, arrived) {
   const stats = await db.getAll("project_stats");
-  if (arrived) $("#stats-when").textContent = `results received ${arrived.toLocaleTimeString()}`;
+  // The bridge stamps every result with its snapshot's time (the job's computed_at_field).
+  const computed = stats.map((s) => s.computed_at).filter((t) => typeof t === "string").sort().pop();
+  const when = computed ? new Date(computed) : null;
+  if (when && !Number.isNaN(when.getTime())) {
+    $("#stats-when").textContent = `computed ${when.toLocaleString()} from the tasks as they were then`;
+    $("#stats-when").dataset.computedAt = computed;
+  } else if (arrived) $("#stats-when").textContent = `results received ${arrived.toLocaleTimeString()}`;
   else if (stats.length > 0 && !$("#stats-when").textContent) $("#stats-when").textContent = "results from an earlier visit";
   stats.sort((a, b) => String(a.project).localeCompare(String(b.project)));
   $("#stats tbody").replaceChildren(

@@ -1,7 +1,7 @@
 # Make targets for the demo app (demo/) and the end-to-end test (e2e/); included by the root Makefile.
 #
 # demo-site  the app and the optimized ES module, ready to serve (the hub serves it: --static-dir)
-# run        the hub serving the demo app, and the bridge on local Tez every 30 s (demo/run.sh)
+# run        the hub serving the demo app, and `tidepool-bridge watch` on local Tez (demo/run.sh)
 # test-e2e   the demo app in headless Chromium against a hub, a MiniDFSCluster and Tez (e2e/)
 # test-demo-offline  the demo opens from its service worker while the hub is down, and its
 #            offline edits sync when the hub is back (demo/tests/offline.mjs, Node + chromedriver)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the hub with embedded SQLite storage, serving the demo app, and the analytics bridge
-# on local Tez, writing its results back every TIDEPOOL_BRIDGE_EVERY seconds (default 30) when
-# anything changed.
+# on local Tez (`tidepool-bridge watch`: each job runs again on a warm Tez session as soon as the
+# tasks change, after TIDEPOOL_BRIDGE_DEBOUNCE_MS of quiet, default 500).
 #
 #   demo/run.sh SITE_DIR BIN_DIR RUNNER_DIR
 #
@@ -15,7 +15,7 @@ runner="$(cd "$3" && pwd)"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="$root/.tidepool/run"
 listen="${TIDEPOOL_LISTEN:-127.0.0.1:8787}"
-every="${TIDEPOOL_BRIDGE_EVERY:-30}"
+debounce="${TIDEPOOL_BRIDGE_DEBOUNCE_MS:-500}"
 mkdir -p "$state/jobs" "$state/analytics"
 
 "$bin/tidepool-hub" serve --listen "$listen" --data "$state/hub" --static-dir "$site" \
@@ -71,7 +71,8 @@ size = \"if(hours >= 8, 'large', if(hours >= 3, 'medium', 'small'))\""
 job project-stats 'kind = "aggregate"
 group_by = ["project"]
 aggregates = ["count", "sum:hours", "avg:hours"]
-results_store = "project_stats"'
+results_store = "project_stats"
+computed_at_field = "computed_at"'
 
 token="$(cat "$state/app.token")"
 cat <<EOF
@@ -80,26 +81,19 @@ Tidepool Tasks is running.
   open       http://$addr/?user=alice#token=$token
   2nd user   http://$addr/?user=bob   (same browser, after the first: the token is remembered)
   hub        ws://$addr/v1/sync  (data in $state/hub, log in $state/hub.log)
-  analytics  every ${every}s: Tez "enrich" (task sizes) and "aggregate" (project totals), runs in $state/analytics
+  analytics  on every change: Tez "enrich" (task sizes) and "aggregate" (project totals), runs in $state/analytics
 
 EOF
 
-# Change-log rows the hub has written: when that has not moved since the last round, nothing
-# changed and the DAGs are not run again. (A round's own write-back moves it once; the round after
-# that finds the same results, writes nothing, and the loop goes quiet.)
-log_entries() {
-    curl -fsS "http://$addr/metrics" 2>/dev/null | sed -n 's/^tidepool_log_entries_total //p'
+# One bridge watches both jobs; it keeps a Tez session per job up, so a change reaches the totals
+# in seconds. It stops with this script.
+"$bin/tidepool-bridge" watch --debounce-ms "$debounce" \
+    --job "$state/jobs/task-sizes.toml" --job "$state/jobs/project-stats.toml" &
+bridge_pid=$!
+stop() {
+    kill "$bridge_pid" 2>/dev/null || true
+    wait "$bridge_pid" 2>/dev/null || true
+    kill "$hub_pid" 2>/dev/null || true
+    wait "$hub_pid" 2>/dev/null || true
 }
-seen=""
-while true; do
-    sleep "$every"
-    now="$(log_entries || true)"
-    if [ -n "$now" ] && [ "$now" = "$seen" ]; then
-        continue
-    fi
-    seen="$now"
-    for name in task-sizes project-stats; do
-        "$bin/tidepool-bridge" run --job "$state/jobs/$name.toml" 2>&1 | tail -n 3 ||
-            echo "bridge: $name failed; trying again in ${every}s" >&2
-    done
-done
+wait "$bridge_pid"

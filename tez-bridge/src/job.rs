@@ -98,6 +98,10 @@ pub enum DagSpec {
         group_by: Vec<String>,
         aggregates: Vec<String>,
         results_store: String,
+        /// A field every result record gets, holding when the results were computed: the time
+        /// of the run's snapshot (RFC 3339, UTC), for apps that show how fresh their totals are.
+        #[serde(default)]
+        computed_at_field: Option<String>,
         /// Only records whose value makes this expression truthy count (see [`DagSpec::filter`]).
         #[serde(default, rename = "where")]
         filter: Option<String>,

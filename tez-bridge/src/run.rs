@@ -69,6 +69,9 @@ pub struct RunState {
     /// The bridge process running the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// When the snapshot was taken (seconds since 1970, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_at: Option<u64>,
 }
 
 impl RunState {
@@ -224,6 +227,13 @@ pub async fn prune(fs: &RunFs, job: &str, keep: usize) -> Result<usize, RunError
     Ok(removed)
 }
 
+/// A time as RFC 3339 in UTC: `2023-11-14T22:13:20Z`.
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// A run id that sorts by creation time: `YYYYMMDDTHHMMSSZ-xxxx`.
 pub fn new_run_id(now: std::time::SystemTime, nonce: u16) -> String {
     let secs = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -291,6 +301,7 @@ pub async fn snapshot(
         seconds: BTreeMap::new(),
         error: None,
         owner: Some(Owner::current()),
+        snapshot_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs()),
     };
     write_json(fs, &tmp_state, &state).await?;
     let (writer, cut) = export_to(fs, &tmp, link, &source, previous.map(|(_, heads)| heads), progress).await?;
@@ -592,6 +603,14 @@ async fn write_back(
         })
         .await?;
         state.results_out = Some(groups.len());
+        if let (DagSpec::Aggregate { computed_at_field: Some(field), .. }, Some(at)) = (&job.dag, state.snapshot_at) {
+            // The snapshot's time, kept in the run's state, so a write-back done again builds the
+            // same changes.
+            let at = tidepool_core::Value::String(rfc3339(at));
+            for g in &mut groups {
+                g.value.insert(field.clone(), at.clone());
+            }
+        }
         let (mut existing, _) = link.records(&results_store);
         // The local actor never writes: write-back changes use the run's derived actor.
         let actor = ActorId::from([0u8; 16]);
@@ -736,6 +755,12 @@ mod tests {
         assert_eq!(new_run_id(t, 0xab), "20231114T221320Z-00ab");
         let later = t + std::time::Duration::from_secs(61);
         assert!(new_run_id(later, 0) > new_run_id(t, 0xffff));
+    }
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

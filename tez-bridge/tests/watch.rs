@@ -62,7 +62,7 @@ async fn watch_recomputes_on_every_edit_and_replaces_a_killed_session() {
     let stats = StoreRef::new("app", "stats");
     let dir = tmp.path();
     let stats_job = write_job_with(dir, "stats", &url, &base, "",
-        "kind = \"aggregate\"\ngroup_by = [\"project\"]\naggregates = [\"count\", \"sum:hours\"]\nwhere = \"!done\"\nresults_store = \"stats\"");
+        "kind = \"aggregate\"\ngroup_by = [\"project\"]\naggregates = [\"count\", \"sum:hours\"]\nwhere = \"!done\"\nresults_store = \"stats\"\ncomputed_at_field = \"computed_at\"");
     let sizes_job = write_job_with(dir, "sizes", &url, &base, "incremental = true",
         "kind = \"enrich\"\n[dag.fields]\nsize = \"if(hours >= 5, 'large', 'small')\"");
 
@@ -101,6 +101,12 @@ async fn watch_recomputes_on_every_edit_and_replaces_a_killed_session() {
     until("the first totals", &log, || group("alpha") == (Some(Value::Int(5)), Some(Value::Int(20)))).await;
     until("the first sizes", &log, || (0..10).all(|k| size(k).is_some())).await;
     assert_eq!(size(7), Some(Value::from("large")));
+    let computed_at = || match field(&other.get(&stats, &Key::from("alpha")).ok().flatten(), "computed_at") {
+        Some(Value::String(at)) => at,
+        other => panic!("no computed_at: {other:?}"),
+    };
+    let first_at = computed_at();
+    assert!(first_at.len() == 20 && first_at.ends_with('Z'), "{first_at}");
     assert_eq!(size(2), Some(Value::from("small")));
 
     // An edit in one client reaches the totals and the sizes in the other.
@@ -109,6 +115,7 @@ async fn watch_recomputes_on_every_edit_and_replaces_a_killed_session() {
     until("totals after the edit", &log, || group("alpha") == (Some(Value::Int(6)), Some(Value::Int(27)))).await;
     until("beta without the finished task", &log, || group("beta") == (Some(Value::Int(4)), Some(Value::Int(24)))).await;
     until("the new record's size", &log, || size(10) == Some(Value::from("large"))).await;
+    assert!(computed_at() >= first_at, "{} < {first_at}", computed_at());
 
     // Both jobs run on one warm session each.
     let sessions = children(bridge_pid, "dev.tidepool.tez.SessionRunner");
