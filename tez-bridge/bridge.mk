@@ -29,3 +29,12 @@ BENCH_TARGETS += bench-session
 .PHONY: bench-session
 bench-session: tez-jvm
 	tez-bridge/jvm/bench-session.sh 5
+
+# Edit-to-result latency of `tidepool-bridge watch` (p50, p99), warm Tez session against a JVM per
+# run, in local mode and on the YARN test cluster (WATCH_BENCH_RECORDS, WATCH_BENCH_EDITS,
+# WATCH_BENCH_YARN=0 to skip YARN). Release builds.
+BENCH_TARGETS += bench-watch
+.PHONY: bench-watch
+bench-watch: tez-jvm
+	$(CARGO) build --release -p tidepool-hub --bins
+	$(CARGO) bench -p tidepool-tez-bridge --bench watch
