@@ -34,6 +34,10 @@ PHASES = {
                     "snapshot` from hub state to files on a MiniDFSCluster, process start to exit, against a raw "
                     "hdfs-native write of the same bytes in the same round; peak RSS of bridge and hub; a whole "
                     "enrich `run` with its phase split and write-back changes/s (changes sent / push seconds)",
+    "bench-watch": "continuous analytics (`tez-bridge/benches/watch.rs`): `tidepool-bridge watch` with an aggregate "
+                   "job over 10,000 records, the time from an edit in one client to the updated total in another "
+                   "(p50, p99), on a warm Tez session against a JVM per run (`--no-session`) in the same run, in "
+                   "local mode and on the YARN test cluster (a MiniTezCluster with 2 NodeManagers over 2 DataNodes)",
     "bench-session": "Tez DAG runner: a cold one-shot DAG against a DAG in a warm Tez session, 10,000 records, local "
                      "mode (`tez-bridge/jvm/bench-session.sh`)",
 }
@@ -303,7 +307,6 @@ def main():
                   f"{os.cpu_count()} cores): absolute figures and even ratios are noisy; rerun on an idle machine "
                   "before quoting them.\n")
     pending = [
-        "Cold and warm DAG time on YARN: **pending** (the bridge does not use warm sessions yet).",
         "Browser cross-tab visibility: **pending** (tabs do not share a database yet).",
     ]
     sections = defaultdict(list)

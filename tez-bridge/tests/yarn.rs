@@ -3,14 +3,16 @@
 //! cluster. One cluster start for every case: aggregate with `where` and enrich run as YARN
 //! applications (checked through the YARN client and the NodeManagers' container directories),
 //! results reach another client, a local base with `conf_dir` is refused, and an interrupted run
-//! (SIGTERM; SIGKILL of the bridge and its runner, then `status`) leaves nothing on YARN.
+//! (SIGTERM; SIGKILL of the bridge and its runner, then `status`) leaves nothing on YARN. `watch`
+//! runs its DAGs on a Tez session that is one YARN application for many runs, ended with the
+//! bridge.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_runner_built, bridge, client, field, hub, runner_dir, until, write_job_with, TIMEOUT};
+use common::{assert_runner_built, bridge, client, field, hub, runner_dir, until, until_within, write_job_with, TIMEOUT};
 use tidepool_core::{Key, StoreRef, Value, object};
 use tidepool_tez_bridge::tez::JAVA17_OPENS;
 use tidepool_tez_bridge::test_cluster;
@@ -167,4 +169,29 @@ async fn aggregate_and_enrich_on_yarn() {
         (0..40i64).all(|i| field(&other.get(&todos, &Key::Number(i as f64)).ok().flatten(), "double") == Some(Value::Int(i * 2)))
     })
     .await;
+
+    // watch: one session, one YARN application, for every run; an edit reaches the results.
+    let job = write_job_with(tmp.path(), "watched", &url, &base, "",
+        &format!("kind = \"aggregate\"\ngroup_by = [\"project\"]\naggregates = [\"count\"]\nresults_store = \"watched\"\n\n{on_yarn}"));
+    let watched = StoreRef::new("app", "watched");
+    let seen = client(&url, &[&watched]).await;
+    // Killed if the test fails before the end.
+    let mut watch = test_cluster::Running(Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
+        .args(["watch", "--debounce-ms", "200", "--job", job.to_str().expect("path")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bridge"));
+    let count = |project: &str| field(&seen.get(&watched, &Key::from(project)).ok().flatten(), "count");
+    // A session's application master needs a container first: allow for a busy machine.
+    let long = std::time::Duration::from_secs(300);
+    until_within("the first totals from the session on YARN", long, || count("alpha") == Some(Value::Int(20))).await;
+    user.put(&todos, &Key::Number(40.0), &object! { "project" => "alpha", "hours" => 1i64, "done" => false }).expect("put");
+    until_within("totals after an edit", long, || count("alpha") == Some(Value::Int(21))).await;
+    let apps = yarn_apps(&conf, "watched");
+    assert!(apps.len() == 1 && apps[0][2] == "RUNNING", "one session application for both runs: {apps:?}");
+    signal(&watch.0.id().to_string(), "-TERM");
+    watch.0.wait().expect("wait");
+    let apps = wait_apps(&conf, "watched", "the session to end with the bridge", |apps| apps.iter().all(|a| a[2] != "RUNNING"));
+    assert_eq!(apps.len(), 1, "{apps:?}");
 }

@@ -70,7 +70,13 @@ pub async fn client(url: &str, stores: &[&StoreRef]) -> Client {
 
 /// Polls `f` for up to a minute.
 pub async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..600 {
+    until_within(what, TIMEOUT, f).await;
+}
+
+/// Polls `f` every 100 ms for up to `limit`.
+pub async fn until_within<F: Fn() -> bool>(what: &str, limit: Duration, f: F) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
         if f() {
             return;
         }
