@@ -11,7 +11,8 @@ tez-jvm:
 	@getent hosts "$$(hostname)" >/dev/null || echo "127.0.0.1 $$(hostname)" >> /etc/hosts
 	cd tez-bridge/jvm && mvn -B -q package -DskipTests
 
-test-bridge: tez-jvm
+# tests/cluster.rs runs the bridge against three hubs on a real PostgreSQL (hub/hub.mk installs it).
+test-bridge: tez-jvm hub-pg-deps
 	cd tez-bridge/jvm && mvn -B -q test
 	$(CARGO) build -p tidepool-hub --bins
 	$(CARGO) test -p tidepool-tez-bridge

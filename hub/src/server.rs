@@ -221,7 +221,11 @@ impl App {
                     drop(place);
                     self.metrics.relayed_connections.fetch_add(1, Relaxed);
                     tracing::debug!(%db, %addr, "relaying to the owning hub");
-                    cluster::relay(socket, &addr, first, self.options.max_frame.saturating_add(WS_SLACK)).await;
+                    let end = cluster::relay(socket, &addr, first, self.options.max_frame.saturating_add(WS_SLACK)).await;
+                    if end == cluster::RelayEnd::Owner {
+                        // The client reconnects; by then this hub should know the new owner.
+                        cluster.refresh();
+                    }
                     return;
                 }
                 Route::Relay(_) | Route::Wait => {

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{KeeperHandle, start_keeper};
-pub use relay::{RELAYED_HEADER, relay};
+pub use relay::{RELAYED_HEADER, RelayEnd, relay};
 
 use crate::metrics::Metrics;
 use crate::storage::Fences;
@@ -145,9 +145,17 @@ impl Cluster {
     /// A client asked for `db`, which this hub should own: ask the keeper to take it now.
     pub fn want(&self, db: &str) {
         if lock(&self.wanted).insert(db.to_owned()) {
-            *lock(&self.wake_lock) = true;
-            self.wake.notify_one();
+            self.refresh();
         }
+    }
+
+    /// Asks the keeper for a round now rather than at its next renewal: an owner went away or
+    /// could not be reached, so the view of hubs and leases may be out of date (a hub stopping
+    /// cleanly has released its leases; the databases it held are free to take at once).
+    /// Wakes coalesce, so many clients of a gone owner cost one round, not one each.
+    pub fn refresh(&self) {
+        *lock(&self.wake_lock) = true;
+        self.wake.notify_one();
     }
 
     /// The token ending the local connections of `db` when its lease goes (`None`: not owned).

@@ -18,10 +18,20 @@ use crate::conn;
 /// with different views of the owners cannot bounce a client between them.
 pub const RELAYED_HEADER: &str = "x-tidepool-relayed";
 
+/// Which side ended a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The client closed or went away.
+    Client,
+    /// The owner could not be reached, or it closed: it may be stopping or have handed the
+    /// database over, so this hub's view of the owners may be out of date.
+    Owner,
+}
+
 /// Relays `socket` (whose first binary frame, `first`, was already read) to the hub at `addr`
 /// until either side closes. When the owner cannot be reached the client is told to retry
 /// later (`Overloaded`, close 1013).
-pub async fn relay<S>(mut socket: S, addr: &str, first: Vec<u8>, max_frame: usize)
+pub async fn relay<S>(mut socket: S, addr: &str, first: Vec<u8>, max_frame: usize) -> RelayEnd
 where
     S: Stream<Item = Result<AxumMessage, axum::Error>> + Sink<AxumMessage, Error = axum::Error> + Unpin,
 {
@@ -37,28 +47,31 @@ where
         Ok(Err(e)) => {
             tracing::warn!(%addr, error = %e, "cannot reach the owning hub");
             conn::refuse(&mut socket, ErrorCode::Overloaded).await;
-            return;
+            return RelayEnd::Owner;
         }
         Err(_) => {
             tracing::warn!(%addr, "the owning hub did not answer in time");
             conn::refuse(&mut socket, ErrorCode::Overloaded).await;
-            return;
+            return RelayEnd::Owner;
         }
     };
     if upstream.send(TMessage::Binary(Bytes::from(first))).await.is_err() {
         conn::refuse(&mut socket, ErrorCode::Overloaded).await;
-        return;
+        return RelayEnd::Owner;
     }
     loop {
         tokio::select! {
             from_client = socket.next() => {
                 let Some(Ok(message)) = from_client else {
                     let _ = upstream.close(None).await;
-                    break;
+                    return RelayEnd::Client;
                 };
                 let closing = matches!(message, AxumMessage::Close(_));
-                if upstream.send(to_upstream(message)).await.is_err() || closing {
-                    break;
+                if upstream.send(to_upstream(message)).await.is_err() {
+                    return RelayEnd::Owner;
+                }
+                if closing {
+                    return RelayEnd::Client;
                 }
             }
             from_owner = upstream.next() => {
@@ -67,12 +80,15 @@ where
                         code: conn::close_status(Some(ErrorCode::ShuttingDown)),
                         reason: "owning hub went away".into(),
                     }))).await;
-                    break;
+                    return RelayEnd::Owner;
                 };
                 let closing = matches!(message, TMessage::Close(_));
                 let Some(message) = to_client(message) else { continue };
-                if socket.send(message).await.is_err() || closing {
-                    break;
+                if socket.send(message).await.is_err() {
+                    return RelayEnd::Client;
+                }
+                if closing {
+                    return RelayEnd::Owner;
                 }
             }
         }

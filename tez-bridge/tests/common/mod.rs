@@ -25,7 +25,7 @@ pub fn hdfs(base: &Path) -> (Running, String) {
     test_cluster::hdfs(&runner_dir(), base)
 }
 
-fn hub_binary() -> PathBuf {
+pub fn hub_binary() -> PathBuf {
     // Integration tests live in target/<profile>/deps; the hub binary one level up.
     let exe = std::env::current_exe().expect("exe");
     exe.parent().and_then(Path::parent).expect("target dir").join("tidepool-hub")
@@ -47,9 +47,14 @@ pub fn bridge(args: &[&str]) -> (bool, String) {
 
 /// Writes a job file; `top` is extra top-level TOML (e.g. `incremental = true`).
 pub fn write_job_with(dir: &Path, name: &str, hub: &str, base: &str, top: &str, dag: &str) -> PathBuf {
+    write_job_as(dir, name, hub, "dev", base, top, dag)
+}
+
+/// Writes a job file whose connection uses `token`.
+pub fn write_job_as(dir: &Path, name: &str, hub: &str, token: &str, base: &str, top: &str, dag: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let mut f = std::fs::File::create(&path).expect("job file");
-    write!(f, "name = \"{name}\"\nhub = \"{hub}\"\ntoken = \"dev\"\ndb = \"app\"\nstore = \"todos\"\nbase = \"{base}\"\n{top}\n\n[dag]\n{dag}\n")
+    write!(f, "name = \"{name}\"\nhub = \"{hub}\"\ntoken = \"{token}\"\ndb = \"app\"\nstore = \"todos\"\nbase = \"{base}\"\n{top}\n\n[dag]\n{dag}\n")
         .expect("write");
     path
 }
@@ -59,7 +64,11 @@ pub fn write_job(dir: &Path, name: &str, hub: &str, base: &str, dag: &str) -> Pa
 }
 
 pub async fn client(url: &str, stores: &[&StoreRef]) -> Client {
-    let c = Client::connect(ClientOptions::new(url, "dev"));
+    client_as(url, "dev", stores).await
+}
+
+pub async fn client_as(url: &str, token: &str, stores: &[&StoreRef]) -> Client {
+    let c = Client::connect(ClientOptions::new(url, token));
     for s in stores {
         c.subscribe((*s).clone());
     }
