@@ -348,27 +348,38 @@ async fn export_to(
     let exporting = async move {
         let mut writer = SnapshotWriter::new(previous);
         let (mut lines, mut docs) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
-        let (mut export, mut after) = (None, None);
+        let mut after = None;
+        let mut page = link.export_page(source, None, None, EXPORT_PAGE).await?;
         loop {
-            let page = link.export_page(source, export, after, EXPORT_PAGE).await?;
-            export = Some(page.export);
-            let cut = Some(page.cut);
+            let (export, cut, last) = (Some(page.export), Some(page.cut), page.last);
             after = page.records.last().map(|r| r.doc).or(after);
-            for record in &page.records {
-                writer.add(record, &mut lines, &mut docs)?;
-            }
-            progress.count("export", writer.seen, 0);
-            for (buffer, tx) in [(&mut lines, &lines_tx), (&mut docs, &docs_tx)] {
-                if buffer.len() >= CHUNK || page.last {
-                    let chunk = Bytes::from(std::mem::replace(buffer, Vec::with_capacity(CHUNK)));
-                    // A closed channel means the writer failed; its error is the one reported.
-                    if tx.send(chunk).await.is_err() {
-                        return Ok((writer, cut));
+            // The hub reads the next page while this one is turned into lines and written.
+            let next = async {
+                if last { Ok(None) } else { link.export_page(source, export, after, EXPORT_PAGE).await.map(Some) }
+            };
+            let work = async {
+                for record in &page.records {
+                    writer.add(record, &mut lines, &mut docs)?;
+                }
+                progress.count("export", writer.seen, 0);
+                for (buffer, tx) in [(&mut lines, &lines_tx), (&mut docs, &docs_tx)] {
+                    if buffer.len() >= CHUNK || last {
+                        let chunk = Bytes::from(std::mem::replace(buffer, Vec::with_capacity(CHUNK)));
+                        // A closed channel means the writer failed; its error is the one reported.
+                        if tx.send(chunk).await.is_err() {
+                            return Ok::<_, RunError>(false);
+                        }
                     }
                 }
+                Ok(true)
+            };
+            let (next, going) = tokio::join!(next, work);
+            if !going? {
+                return Ok((writer, cut));
             }
-            if page.last {
-                return Ok::<_, RunError>((writer, cut));
+            match next? {
+                Some(p) => page = p,
+                None => return Ok::<_, RunError>((writer, cut)),
             }
         }
     };
