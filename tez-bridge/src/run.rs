@@ -310,16 +310,16 @@ pub async fn snapshot(
     let id = SnapshotId { job: &job.name, run, db: &job.db, store: &job.store, cursor: cut };
     let manifest = writer.manifest(&id, since_run);
     progress.phase("snapshot", &format!("{} records, {} deleted", manifest.records, manifest.deleted));
-    write_json(fs, &format!("{tmp}/input/_manifest.json"), &manifest).await?;
     state.phase = Phase::Snapshotted;
     state.records_in = manifest.records;
     state.owner = None;
-    state.seconds.insert("snapshot".to_owned(), started.elapsed().as_secs_f64());
-    write_json(fs, &tmp_state, &state).await?;
-    fs.rename(&tmp, &dir).await?;
+    // Seconds up to the last two small files and the rename: every HDFS file costs a close
+    // (which the namenode may make wait), so the state is written once, with the manifest.
     let total = started.elapsed().as_secs_f64();
     state.seconds.extend([("snapshot".into(), total), ("export".into(), exported), ("hdfs-write".into(), total - exported)]);
-    save_state(fs, &state).await?;
+    let manifest_rel = format!("{tmp}/input/_manifest.json");
+    tokio::try_join!(write_json(fs, &manifest_rel, &manifest), write_json(fs, &tmp_state, &state))?;
+    fs.rename(&tmp, &dir).await?;
     progress.done("hdfs-write", total - exported);
     Ok(state)
 }
