@@ -72,6 +72,13 @@ public final class SessionRunner {
     try {
       TezConfiguration conf = session.tezConfDir == null
           ? helper.localConf(session) : helper.yarnConf(session);
+      if (session.tezConfDir != null) {
+        // On YARN a DAG's latency is mostly waiting for task containers: a session keeps a few
+        // between DAGs and gives them to any task (the cluster's tez-site.xml may say otherwise).
+        conf.setIfUnset(TezConfiguration.TEZ_AM_SESSION_MIN_HELD_CONTAINERS, "2");
+        conf.setIfUnset(TezConfiguration.TEZ_AM_CONTAINER_REUSE_RACK_FALLBACK_ENABLED, "true");
+        conf.setIfUnset(TezConfiguration.TEZ_AM_CONTAINER_REUSE_NON_LOCAL_FALLBACK_ENABLED, "true");
+      }
       for (String[] kv : session.conf) {
         conf.set(kv[0], kv[1]);
       }
