@@ -51,6 +51,11 @@ impl OutboxRows {
         row.waiting.extend(waiting.into_iter().filter(|i| !row.acked.contains(i)));
     }
 
+    /// Whether the row of `segment` is known (waiting for acknowledgements).
+    pub fn contains(&self, segment: u64) -> bool {
+        self.rows.contains_key(&segment)
+    }
+
     /// Entries not yet acknowledged, across all rows.
     #[cfg(test)]
     pub fn waiting(&self) -> usize {

@@ -1,10 +1,6 @@
-//! An exclusive Web Lock held while a database is open in this page.
-//!
-//! Each open database keeps its documents' locations and recently used documents in memory; a
-//! second instance writing the same IndexedDB database would not see the first one's writes and
-//! could compact them away. Until instances coordinate (one leader per database), a second open of
-//! the same local database is refused with `in_use` instead of risking that, or, with
-//! `waitForLock`, waits until the first instance closes (or its page crashes) and then opens.
+//! Exclusive Web Locks: the tabs of one database take the write lock for each operation that
+//! writes, and the leader lock for as long as they lead (see `tabs`). The browser releases a lock
+//! when the page holding it closes or crashes.
 
 use futures_channel::oneshot;
 use js_sys::{Function, Object, Promise, Reflect};

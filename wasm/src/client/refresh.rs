@@ -1,0 +1,48 @@
+//! Catching up with other tabs: rereading the indexes when another tab wrote since this one last
+//! looked.
+//!
+//! Every readwrite transaction on Tidepool's stores also writes `_tp_meta`'s generation (one
+//! more than the last), under the database's cross-tab write lock. A tab about to write takes
+//! that lock and compares the stored generation with the one it last wrote or read: equal means
+//! its in-memory indexes (documents and segments, outbox rows, cursors) are storage's; different
+//! means another tab wrote, and it rereads them and forgets its cached documents, which may lack
+//! that tab's changes. Nothing here depends on a message between tabs.
+
+use tidepool_core::StoreRef;
+
+use crate::client::State;
+use crate::client::open::{self, Indexes};
+use crate::docs::cache::Cache;
+use crate::error::Error;
+
+/// Rereads the indexes if another tab wrote since (or always, with `force`); returns whether it
+/// did. The leading tab keeps its engine (and connection) and hands it the outbox rows other tabs
+/// added; any other tab makes its engine again from storage, which keeps its count of pending
+/// changes true.
+pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<bool, Error> {
+    let stored = open::stored_generation(&state.db).await?;
+    if stored == state.generation && !force {
+        return Ok(false);
+    }
+    let Indexes { generation, known, outbox, pending, cursors, .. } = open::read_indexes(&state.db, &state.db_name, &state.stores).await?;
+    if leader {
+        // Only the leading tab acknowledges outbox entries, so the rows it knows are as stored;
+        // rows it does not know were added by other tabs since.
+        let added = pending.into_iter().filter(|(seg, _, _)| !state.outbox.contains(*seg)).collect();
+        open::enqueue(&mut state.engine, &state.db_name, added);
+        for (store, cursor) in &cursors {
+            // A tab that quarantined a document dropped the store's cursor to fetch it all again.
+            if cursor.is_none() && state.cursors.get(store).is_some_and(Option::is_some) {
+                state.engine.subscribe(StoreRef::new(state.db_name.as_str(), store.as_str()), None);
+            }
+        }
+    } else {
+        state.engine = open::engine(&state.config, &state.db_name, &state.stores, &cursors, pending);
+    }
+    state.outbox = outbox;
+    state.known = known;
+    state.cursors = cursors;
+    state.cache = Cache::new(super::CACHE_CAPACITY);
+    state.generation = generation;
+    Ok(true)
+}
