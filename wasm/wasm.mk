@@ -6,6 +6,8 @@
 #             of one database in Chromium (test-wasm-tabs).
 # bench-wasm  bulkPut vs raw IndexedDB and cold open, in Chromium, optimized build; prints the
 #             figures and the size of the ES module bundle.
+# bench-wasm-tabs  tabs of one database, optimized build: cross-tab visibility of a put (p50, p99)
+#             against same-tab and a plain BroadcastChannel, takeover time against a plain Web Lock.
 # wasm-pkg    the optimized ES module and its types in wasm/pkg.
 # npm-pack    the npm package (@tidepool/browser) from wasm/pkg: target/npm/tidepool-browser-*.tgz.
 # test-npm    that tarball installed into a tiny app with esbuild from npm, bundled, served by a
@@ -15,7 +17,7 @@
 # the exact version the crate pins, and Debian's chromium and chromium-driver.
 
 TEST_TARGETS += test-wasm test-npm
-BENCH_TARGETS += bench-wasm
+BENCH_TARGETS += bench-wasm bench-wasm-tabs
 
 WASM_BINDGEN_VERSION := 0.2.130
 CHROMEDRIVER ?= /usr/bin/chromedriver
@@ -27,7 +29,7 @@ WASM_CARGO_TARGET := --target wasm32-unknown-unknown
 WASM_RELEASE_ENV := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=0
 WASM_TARGET_DIR = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: npm-pack test-npm wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync test-wasm-tabs bench-wasm wasm-pkg
+.PHONY: npm-pack test-npm wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync test-wasm-tabs bench-wasm bench-wasm-tabs wasm-pkg
 
 wasm-deps:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -70,6 +72,11 @@ wasm-pkg: wasm-deps
 
 bench-wasm: wasm-pkg
 	set -o pipefail; cd wasm && $(WASM_RELEASE_ENV) $(WASM_TEST_ENV) $(CARGO) test --release $(WASM_CARGO_TARGET) --test bench -- --nocapture 2>&1 | grep -E '^BENCH|test result'
+
+bench-wasm-tabs: wasm-pkg
+	@command -v node >/dev/null || ($(WASM_SUDO) apt-get update && $(WASM_SUDO) apt-get install -y nodejs)
+	$(CARGO) build -p tidepool-hub --bin tidepool-hub
+	node wasm/scripts/tabs-bench.mjs wasm/pkg $(WASM_TARGET_DIR)/debug/tidepool-hub $(CHROMEDRIVER)
 
 NPM_OUT = $(WASM_TARGET_DIR)/npm
 WASM_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
