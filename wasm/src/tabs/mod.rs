@@ -121,3 +121,38 @@ impl Tabs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(pending: usize, synced: bool) -> Status {
+        Status { connection: Connection::Online, pending, synced, error: None, leader: true }
+    }
+
+    #[test]
+    fn a_follower_is_not_synced_until_the_leader_saw_its_write() {
+        let tabs = Tabs::new("db".into(), Some("ws://hub".into()));
+        assert_eq!(tabs.follower_status().connection, Connection::Connecting, "no leader heard yet");
+        tabs.hear(online(0, true), 10);
+        assert!(tabs.follower_status().synced);
+        tabs.observe(12, 3);
+        tabs.wrote(12);
+        let status = tabs.follower_status();
+        assert!(!status.synced && !status.leader);
+        assert_eq!(status.pending, 3, "its own unsynced writes count until the leader has them");
+        tabs.hear(online(3, false), 12);
+        assert_eq!(tabs.follower_status().pending, 3);
+        tabs.hear(online(0, true), 13);
+        assert!(tabs.follower_status().synced);
+    }
+
+    #[test]
+    fn an_older_status_does_not_replace_a_newer_one() {
+        let tabs = Tabs::new("db".into(), None);
+        assert_eq!(tabs.follower_status().connection, Connection::Offline);
+        tabs.hear(online(0, true), 20);
+        tabs.hear(online(5, false), 19);
+        assert!(tabs.follower_status().synced);
+    }
+}
