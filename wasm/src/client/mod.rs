@@ -51,6 +51,9 @@ pub struct State {
     /// `_tp_meta`'s write counter as of this tab's last write or read of the indexes: when
     /// storage holds another, a different tab wrote since (see `refresh`).
     pub generation: u64,
+    /// `_tp_meta`'s compaction counter as of then: while storage holds the same, other tabs only
+    /// added segments, and a reread can build on the indexes in memory.
+    pub compactions: u64,
     /// Closes the connection when another connection needs a version change (a schema upgrade
     /// or a deletion), which would otherwise wait for this one forever.
     pub _on_version_change: Closure<dyn FnMut()>,

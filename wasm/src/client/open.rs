@@ -34,6 +34,9 @@ const PEER: &str = "peer";
 const LAYOUT: &str = "layout";
 /// The `_tp_meta` key of the write counter every readwrite transaction bumps.
 const GENERATION: &str = "generation";
+/// The `_tp_meta` key of the counter of transactions that replaced snapshots or deleted segments
+/// (compaction, quarantine): while it stays, other tabs only ever added segments.
+const COMPACTIONS: &str = "compactions";
 
 fn console_error(what: &str, detail: &str) {
     web_sys::console::error_1(&format!("tidepool: {what}: {detail}").into());
@@ -57,6 +60,10 @@ pub type PendingRow = (u64, String, Vec<(u32, DocId, Vec<u8>, Vec<u8>)>);
 pub struct Indexes {
     /// `_tp_meta`'s write counter when this was read.
     pub generation: u64,
+    /// `_tp_meta`'s compaction counter when this was read.
+    pub compactions: u64,
+    /// With a `Known` to build on: the documents of the segments added to it.
+    pub added: Option<Vec<DocId>>,
     pub actor: Option<Vec<u8>>,
     pub peer: Option<Vec<u8>>,
     pub known: Known,
@@ -65,14 +72,17 @@ pub struct Indexes {
     pub cursors: HashMap<String, Option<Cursor>>,
 }
 
-/// Reads the indexes in one transaction.
-pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec]) -> Result<Indexes, Error> {
+/// Reads the indexes in one transaction. With `base` (the indexes as this tab knew them, when no
+/// compaction happened since), only the registry rows of segments it lacks are read and added to
+/// it: the snapshot keys, one per document, are what makes a full read slow.
+pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], base: Option<Known>) -> Result<Indexes, Error> {
     let tx = tx::read(db, &[META, REGISTRY, SNAPSHOTS, OUTBOX, ACKS])?;
     let meta = tx.object_store(META)?;
     let get_meta = |key: &str| meta.get::<JsValue, JsValue, _>(JsValue::from_str(key)).primitive();
     let actor = get_meta(ACTOR)?;
     let peer = get_meta(PEER)?;
     let generation = get_meta(GENERATION)?;
+    let compactions = get_meta(COMPACTIONS)?;
     let mut cursor_requests = Vec::new();
     for store in stores {
         cursor_requests.push((store.name.clone(), get_meta(&cursor_key(&store.name))?));
@@ -81,21 +91,36 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec]) ->
     let snapshots = tx.object_store(SNAPSHOTS)?;
     let outbox = tx.object_store(OUTBOX)?;
     let acks = tx.object_store(ACKS)?;
-    let snapshot_keys = snapshots.get_all_keys::<JsValue>().primitive()?;
-    let registry_rows = everything(&registry).await?;
+    let (snapshot_keys, registry_rows) = match &base {
+        None => {
+            let snapshot_keys = snapshots.get_all_keys::<JsValue>().primitive()?;
+            let registry_rows = everything(&registry).await?;
+            (snapshot_keys.await?.collect::<Result<Vec<JsValue>, _>>()?, registry_rows)
+        }
+        Some(known) => {
+            let keys: Vec<JsValue> = registry.get_all_keys::<JsValue>().primitive()?.await?.collect::<Result<_, _>>()?;
+            let mut rows = Vec::new();
+            for key in keys.into_iter().filter(|k| k.as_f64().is_some_and(|seg| known.segment(seg as u64).is_none())) {
+                let row = registry.get::<JsValue, JsValue, _>(key.clone()).primitive()?.await?;
+                rows.extend(row.map(|row| (key, row)));
+            }
+            (Vec::new(), rows)
+        }
+    };
     let outbox_rows = everything(&outbox).await?;
     let ack_rows = everything(&acks).await?;
-    let snapshot_keys: Vec<JsValue> = snapshot_keys.await?.collect::<Result<_, _>>()?;
     let actor = actor.await?.as_ref().and_then(idb::to_bytes);
     let peer = peer.await?.as_ref().and_then(idb::to_bytes);
     let generation = generation.await?.and_then(|g| g.as_f64()).map_or(0, |g| g as u64);
+    let compactions = compactions.await?.and_then(|g| g.as_f64()).map_or(0, |g| g as u64);
     let mut cursors = HashMap::new();
     for (store, request) in cursor_requests {
         cursors.insert(store, request.await?.as_ref().and_then(idb::to_bytes).and_then(|b| decode_cursor(&b)));
     }
     drop(tx);
 
-    let mut known = Known::default();
+    let mut added = base.is_some().then(Vec::new);
+    let mut known = base.unwrap_or_default();
     for key in &snapshot_keys {
         let Some((store, key, upto)) = idb::read_snapshot_key(key) else {
             console_error("ignoring a snapshot row with an unexpected key", &format!("{key:?}"));
@@ -110,7 +135,12 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec]) ->
             continue;
         };
         match pack::decode_registry(&data) {
-            Ok(docs) => known.add_segment(seg as u64, &store, docs.into_iter().map(|(d, k)| (d, k.to_vec()))),
+            Ok(docs) => {
+                if let Some(added) = added.as_mut() {
+                    added.extend(docs.iter().map(|(d, _)| *d));
+                }
+                known.add_segment(seg as u64, &store, docs.into_iter().map(|(d, k)| (d, k.to_vec())));
+            }
             Err(e) => console_error(&format!("registry row {seg} does not decode"), &e.to_string()),
         }
     }
@@ -139,7 +169,7 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec]) ->
             .collect();
         pending.push((seg, store, waiting));
     }
-    Ok(Indexes { generation, actor, peer, known, outbox: rows, pending, cursors })
+    Ok(Indexes { generation, compactions, added, actor, peer, known, outbox: rows, pending, cursors })
 }
 
 /// A sync engine holding the stores' subscriptions (from `cursors`) and every unacknowledged
@@ -176,7 +206,7 @@ pub async fn open(options: &OpenOptions) -> Result<State, Error> {
     // Other tabs of this database write while they run; holding the write lock makes what is
     // read here one consistent state, and makes a new database get one identity, not one per tab.
     let _write = lock::acquire(&tabs::write_lock_name(&options.local_name), true).await?;
-    let indexes = read_indexes(&db, &options.name, &options.stores).await?;
+    let indexes = read_indexes(&db, &options.name, &options.stores, None).await?;
     let mut generation = indexes.generation;
 
     let (actor, peer) = match (&indexes.actor, &indexes.peer) {
@@ -203,7 +233,7 @@ pub async fn open(options: &OpenOptions) -> Result<State, Error> {
 
     let mut config = ClientConfig::new(PeerId(peer), options.token.clone());
     config.agent = concat!("tidepool-wasm/", env!("CARGO_PKG_VERSION")).into();
-    let Indexes { known, outbox, pending, cursors, .. } = indexes;
+    let Indexes { known, outbox, pending, cursors, compactions, .. } = indexes;
     let engine = engine(&config, &options.name, &options.stores, &cursors, pending);
     Ok(State {
         db,
@@ -217,6 +247,7 @@ pub async fn open(options: &OpenOptions) -> Result<State, Error> {
         outbox,
         cursors,
         generation,
+        compactions,
         _on_version_change: on_version_change,
     })
 }
@@ -228,9 +259,19 @@ pub fn stamp(tx: &indexed_db_futures::transaction::Transaction<'_>, generation: 
     Ok(())
 }
 
-/// `_tp_meta`'s write counter as stored now.
-pub async fn stored_generation(db: &Database) -> Result<u64, Error> {
+/// `_tp_meta`'s write and compaction counters as stored now.
+pub async fn stored_generation(db: &Database) -> Result<(u64, u64), Error> {
     let tx = tx::read(db, &[META])?;
-    let value = tx.object_store(META)?.get::<JsValue, JsValue, _>(JsValue::from_str(GENERATION)).primitive()?.await?;
-    Ok(value.and_then(|g| g.as_f64()).map_or(0, |g| g as u64))
+    let meta = tx.object_store(META)?;
+    let generation = meta.get::<JsValue, JsValue, _>(JsValue::from_str(GENERATION)).primitive()?;
+    let compactions = meta.get::<JsValue, JsValue, _>(JsValue::from_str(COMPACTIONS)).primitive()?;
+    let number = |v: Option<JsValue>| v.and_then(|g| g.as_f64()).map_or(0, |g| g as u64);
+    Ok((number(generation.await?), number(compactions.await?)))
+}
+
+/// Bumps the compaction counter in a transaction that replaces snapshots or deletes segments,
+/// which makes other tabs reread their indexes whole.
+pub fn stamp_compaction(tx: &indexed_db_futures::transaction::Transaction<'_>, compactions: u64) -> Result<(), Error> {
+    tx.object_store(META)?.put(JsValue::from_f64(compactions as f64)).with_key(JsValue::from_str(COMPACTIONS)).primitive()?;
+    Ok(())
 }

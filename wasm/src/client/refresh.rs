@@ -5,8 +5,10 @@
 //! more than the last), under the database's cross-tab write lock. A tab about to write takes
 //! that lock and compares the stored generation with the one it last wrote or read: equal means
 //! its in-memory indexes (documents and segments, outbox rows, cursors) are storage's; different
-//! means another tab wrote, and it rereads them and forgets its cached documents, which may lack
-//! that tab's changes. Nothing here depends on a message between tabs.
+//! means another tab wrote, and it rereads them. If no tab compacted since (a second counter,
+//! bumped with snapshots replaced or segments deleted), other tabs only added segments: it reads
+//! those registry rows and forgets the cached documents they hold. Otherwise it reads everything
+//! again and forgets every cached document. Nothing here depends on a message between tabs.
 
 use tidepool_core::StoreRef;
 
@@ -20,11 +22,22 @@ use crate::error::Error;
 /// added; any other tab makes its engine again from storage, which keeps its count of pending
 /// changes true.
 pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<bool, Error> {
-    let stored = open::stored_generation(&state.db).await?;
+    let (stored, compactions) = open::stored_generation(&state.db).await?;
     if stored == state.generation && !force {
         return Ok(false);
     }
-    let Indexes { generation, known, outbox, pending, cursors, .. } = open::read_indexes(&state.db, &state.db_name, &state.stores).await?;
+    let base = (compactions == state.compactions && !force).then(|| std::mem::take(&mut state.known));
+    let read = open::read_indexes(&state.db, &state.db_name, &state.stores, base).await;
+    let Indexes { generation, compactions, added, known, outbox, pending, cursors, .. } = match read {
+        Ok(indexes) => indexes,
+        Err(e) => {
+            // The indexes in memory may be gone (taken as the base): the next operation must
+            // read everything.
+            state.generation = u64::MAX;
+            state.compactions = u64::MAX;
+            return Err(e);
+        }
+    };
     if leader {
         // Only the leading tab acknowledges outbox entries, so the rows it knows are as stored;
         // rows it does not know were added by other tabs since.
@@ -42,7 +55,11 @@ pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<boo
     state.outbox = outbox;
     state.known = known;
     state.cursors = cursors;
-    state.cache = Cache::new(super::CACHE_CAPACITY);
+    match added {
+        Some(docs) => state.evict(docs),
+        None => state.cache = Cache::new(super::CACHE_CAPACITY),
+    }
     state.generation = generation;
+    state.compactions = compactions;
     Ok(true)
 }
