@@ -68,14 +68,17 @@ pub struct Indexes {
     pub peer: Option<Vec<u8>>,
     pub known: Known,
     pub outbox: OutboxRows,
+    /// The unacknowledged entries of the outbox rows read: every row, or with a base, the rows
+    /// it did not know.
     pub pending: Vec<PendingRow>,
     pub cursors: HashMap<String, Option<Cursor>>,
 }
 
 /// Reads the indexes in one transaction. With `base` (the indexes as this tab knew them, when no
-/// compaction happened since), only the registry rows of segments it lacks are read and added to
-/// it: the snapshot keys, one per document, are what makes a full read slow.
-pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], base: Option<Known>) -> Result<Indexes, Error> {
+/// compaction happened since), only the registry and outbox rows it lacks are read and added to
+/// it: the snapshot keys (one per document) and a large unsynced outbox are what make a full read
+/// slow. Outbox rows it knows are kept if still stored, with the acknowledgements stored for them.
+pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], base: Option<(Known, OutboxRows)>) -> Result<Indexes, Error> {
     let tx = tx::read(db, &[META, REGISTRY, SNAPSHOTS, OUTBOX, ACKS])?;
     let meta = tx.object_store(META)?;
     let get_meta = |key: &str| meta.get::<JsValue, JsValue, _>(JsValue::from_str(key)).primitive();
@@ -91,7 +94,7 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], ba
     let snapshots = tx.object_store(SNAPSHOTS)?;
     let outbox = tx.object_store(OUTBOX)?;
     let acks = tx.object_store(ACKS)?;
-    let (snapshot_keys, registry_rows) = match &base {
+    let (snapshot_keys, registry_rows) = match base.as_ref().map(|(known, _)| known) {
         None => {
             let snapshot_keys = snapshots.get_all_keys::<JsValue>().primitive()?;
             let registry_rows = everything(&registry).await?;
@@ -107,7 +110,18 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], ba
             (Vec::new(), rows)
         }
     };
-    let outbox_rows = everything(&outbox).await?;
+    let (outbox_keys, outbox_rows) = match base.as_ref().map(|(_, rows)| rows) {
+        None => (None, everything(&outbox).await?),
+        Some(known_rows) => {
+            let keys: Vec<JsValue> = outbox.get_all_keys::<JsValue>().primitive()?.await?.collect::<Result<_, _>>()?;
+            let mut rows = Vec::new();
+            for key in keys.iter().filter(|k| k.as_f64().is_some_and(|seg| !known_rows.contains(seg as u64))) {
+                let row = outbox.get::<JsValue, JsValue, _>(key.clone()).primitive()?.await?;
+                rows.extend(row.map(|row| (key.clone(), row)));
+            }
+            (Some(keys.iter().filter_map(|k| k.as_f64().map(|s| s as u64)).collect::<BTreeSet<u64>>()), rows)
+        }
+    };
     let ack_rows = everything(&acks).await?;
     let actor = actor.await?.as_ref().and_then(idb::to_bytes);
     let peer = peer.await?.as_ref().and_then(idb::to_bytes);
@@ -119,8 +133,9 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], ba
     }
     drop(tx);
 
-    let mut added = base.is_some().then(Vec::new);
-    let mut known = base.unwrap_or_default();
+    let (base_known, base_rows) = base.map_or((None, None), |(known, rows)| (Some(known), Some(rows)));
+    let mut added = base_known.is_some().then(Vec::new);
+    let mut known = base_known.unwrap_or_default();
     for key in &snapshot_keys {
         let Some((store, key, upto)) = idb::read_snapshot_key(key) else {
             console_error("ignoring a snapshot row with an unexpected key", &format!("{key:?}"));
@@ -148,7 +163,13 @@ pub async fn read_indexes(db: &Database, db_name: &str, stores: &[StoreSpec], ba
         .iter()
         .filter_map(|(seg, row)| Some((seg.as_f64()? as u64, pack::decode_acks(&idb::to_bytes(row)?).ok()?.into_iter().collect())))
         .collect();
-    let mut rows = OutboxRows::default();
+    let mut rows = match (base_rows, &outbox_keys) {
+        (Some(mut rows), Some(stored)) => {
+            rows.reconcile(stored, &acked);
+            rows
+        }
+        _ => OutboxRows::default(),
+    };
     let mut pending = Vec::new();
     for (seg, row) in &outbox_rows {
         let (Some(seg), Some((store, data))) = (seg.as_f64().map(|s| s as u64), idb::read_row(row)) else { continue };

@@ -19,14 +19,15 @@ use crate::error::Error;
 
 /// Rereads the indexes if another tab wrote since (or always, with `force`); returns whether it
 /// did. The leading tab keeps its engine (and connection) and hands it the outbox rows other tabs
-/// added; any other tab makes its engine again from storage, which keeps its count of pending
-/// changes true.
+/// added; another tab makes a new, empty engine (or, with `force`, as it is about to lead, one
+/// holding the whole outbox).
 pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<bool, Error> {
     let (stored, compactions) = open::stored_generation(&state.db).await?;
     if stored == state.generation && !force {
         return Ok(false);
     }
-    let base = (compactions == state.compactions && !force).then(|| std::mem::take(&mut state.known));
+    let base = (compactions == state.compactions && !force).then(|| (std::mem::take(&mut state.known), std::mem::take(&mut state.outbox)));
+    let reused = base.is_some();
     let read = open::read_indexes(&state.db, &state.db_name, &state.stores, base).await;
     let Indexes { generation, compactions, added, known, outbox, pending, cursors, .. } = match read {
         Ok(indexes) => indexes,
@@ -40,8 +41,9 @@ pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<boo
     };
     if leader {
         // Only the leading tab acknowledges outbox entries, so the rows it knows are as stored;
-        // rows it does not know were added by other tabs since.
-        let added = pending.into_iter().filter(|(seg, _, _)| !state.outbox.contains(*seg)).collect();
+        // rows it does not know were added by other tabs since (with a base, `pending` holds
+        // only those).
+        let added = if reused { pending } else { pending.into_iter().filter(|(seg, _, _)| !state.outbox.contains(*seg)).collect() };
         open::enqueue(&mut state.engine, &state.db_name, added);
         for (store, cursor) in &cursors {
             // A tab that quarantined a document dropped the store's cursor to fetch it all again.
@@ -49,8 +51,13 @@ pub async fn refresh(state: &mut State, leader: bool, force: bool) -> Result<boo
                 state.engine.subscribe(StoreRef::new(state.db_name.as_str(), store.as_str()), None);
             }
         }
-    } else {
+    } else if force {
+        // About to lead: the engine holds every unacknowledged entry of every tab.
         state.engine = open::engine(&state.config, &state.db_name, &state.stores, &cursors, pending);
+    } else {
+        // Another tab's engine never connects; made anew here so it does not grow with this
+        // tab's writes. Its pending count is the outbox rows' (`OutboxRows::waiting`).
+        state.engine = open::engine(&state.config, &state.db_name, &state.stores, &cursors, Vec::new());
     }
     state.outbox = outbox;
     state.known = known;

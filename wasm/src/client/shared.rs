@@ -159,7 +159,7 @@ impl Shared {
     /// another tab's is the leader's as last heard (see `Tabs::follower_status`).
     pub fn refresh_status(&self, state: Option<&State>) {
         if let Some(state) = state {
-            self.tabs.observe(state.generation, state.engine.pending());
+            self.tabs.observe(state.generation, state.outbox.waiting());
         }
         let leader = self.tabs.is_leader();
         let link = self.link.borrow();
@@ -220,9 +220,16 @@ impl Shared {
         if written.is_empty() {
             return;
         }
+        let targets = self.listeners.borrow().change_targets(store);
+        // Built only for someone to hear it: a bulk write's event is one object per record.
+        if targets.is_empty() && !self.tabs.has_peers() {
+            return;
+        }
         let event = events::change_event(store, origin, written);
-        self.tabs.post(&Message::Changes(event.clone()));
-        self.emit_event(store, &event);
+        if self.tabs.has_peers() {
+            self.tabs.post(&Message::Changes(event.clone()));
+        }
+        events::call_all(&targets, &event);
     }
 
     /// Tells this tab's listeners of `store` about a change event.

@@ -32,6 +32,8 @@ pub async fn join(shared: &Rc<Shared>) {
     match lock::acquire(&leader_lock_name(&shared.tabs.local_name), false).await {
         Ok(lock) => lead(shared, lock),
         Err(Error::InUse(_)) => {
+            shared.tabs.met_peer();
+            // The leader answers with its status, and from then on tells this tab of its writes.
             shared.tabs.post(&Message::Ask);
             wasm_bindgen_futures::spawn_local(follow(shared.clone()));
         }
@@ -70,7 +72,7 @@ async fn follow(shared: Rc<Shared>) {
             web_sys::console::error_1(&format!("tidepool: could not take the lead: {e}").into());
             return;
         }
-        shared.tabs.observe(state.generation, state.engine.pending());
+        shared.tabs.observe(state.generation, state.outbox.waiting());
     }
     lead(&shared, lock);
     wasm_bindgen_futures::spawn_local(pickup(shared));
@@ -114,6 +116,7 @@ async fn pickup(shared: Rc<Shared>) {
 
 fn on_message(shared: &Rc<Shared>, data: &JsValue) {
     let Some(message) = Message::from_js(data) else { return };
+    shared.tabs.met_peer();
     let leader = shared.tabs.is_leader();
     match message {
         Message::Changes(event) => {

@@ -59,11 +59,21 @@ pub struct Tabs {
     announced: RefCell<Option<(Status, u64)>>,
     /// A pickup of other tabs' writes is waiting to run.
     pub pickup_scheduled: Cell<bool>,
+    /// Another tab of the database was heard from (or leads): change events are worth posting.
+    peers: Cell<bool>,
 }
 
 impl Tabs {
     pub fn new(local_name: String, hub: Option<String>) -> Self {
         Tabs { local_name, hub, ..Default::default() }
+    }
+
+    pub fn has_peers(&self) -> bool {
+        self.peers.get()
+    }
+
+    pub fn met_peer(&self) {
+        self.peers.set(true);
     }
 
     pub fn is_leader(&self) -> bool {
