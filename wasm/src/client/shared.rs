@@ -7,9 +7,9 @@ use futures_util::lock::{Mutex, MutexGuard};
 
 use std::collections::HashMap;
 
-use tidepool_core::wire::ErrorCode;
-
 use std::ops::{Deref, DerefMut};
+
+use tidepool_core::wire::ErrorCode;
 
 use crate::client::remote::{self, Received};
 use crate::client::{State, maintain, refresh};
