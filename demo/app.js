@@ -211,6 +211,12 @@ async function main() {
     db.setOnline(wantOnline);
     renderStatus(db.status(), wantOnline);
   });
+  // Another tab of this user toggled (Tidepool passes the choice to every tab): show it here too.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== choice) return;
+    wantOnline = event.newValue !== "false";
+    renderStatus(db.status(), wantOnline);
+  });
   $("#add").disabled = false;
   $("#toggle-online").disabled = false;
   document.body.dataset.ready = "true";
