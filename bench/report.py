@@ -33,8 +33,8 @@ PHASES = {
                   "instance (`wasm/tests/bench.rs`)",
     "bench-wasm-tabs": "browser tabs of one database (`wasm/scripts/tabs-bench.mjs`): a put in one tab until "
                        "another tab's `subscribe` hears it, against the writing tab's own listener and a plain "
-                       "BroadcastChannel message; the leading tab closed until another leads and is online "
-                       "again, against a plain Web Lock handed over by the same close",
+                       "BroadcastChannel message; the leading tab closed (or its renderer crashed) until another "
+                       "leads and is online again, against a plain Web Lock handed over by the same close",
     "bench-bridge": "bridge end to end with release builds (`tez-bridge/benches/bridge.rs`): `tidepool-bridge "
                     "snapshot` from hub state to files on a MiniDFSCluster, process start to exit, against a raw "
                     "hdfs-native write of the same bytes in the same round; peak RSS of bridge and hub; a whole "

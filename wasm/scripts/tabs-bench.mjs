@@ -4,9 +4,9 @@
 //   (performance.timeOrigin + now()); another tab's `subscribe` listener notes when it hears it.
 //   Baselines in the same run: the writing tab's own listener (same-tab visibility) and a plain
 //   BroadcastChannel message posted by the writing tab right after each write.
-// - Takeover: the leading tab is closed; the time until another tab leads and until it is online
-//   again. Baseline in the same event: a plain Web Lock held by the closed tab, granted to the
-//   same waiting tab.
+// - Takeover: the leading tab is closed, or its renderer crashed (CDP Page.crash); the time until
+//   another tab leads and until it is online again. Baseline in the same event: a plain Web Lock
+//   held by the ended tab, granted to the same waiting tab.
 // Prints `BENCH {json}` lines for bench/capture.sh.
 //
 // Usage: node wasm/scripts/tabs-bench.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]
@@ -106,39 +106,51 @@ async function main() {
       await browser.closeTab();
     }
 
-    // Takeover: the leading tab closes while online; the other leads and reconnects.
-    const lead = [], online = [], rawLock = [];
-    for (let round = 0; round < TAKEOVERS; round++) {
-      const db = `tabs-takeover-${Date.now()}-${round}`;
-      const first = await open(db, `${db}-shared`);
-      const second = await open(db, `${db}-shared`);
-      await until("the first tab leads, online", async () => {
-        const s = await run(first, "return tp.db.status()");
-        return s.leader && s.connection === "online";
-      });
-      await until("the second tab follows, online", async () => {
-        const s = await run(second, "return [tp.db.status(), tp.rawLockAt]");
-        return !s[0].leader && s[0].connection === "online" && s[1] == null;
-      });
-      await browser.switchTo(first);
-      const closedAt = Date.now();
-      await browser.closeTab();
-      const [ledAt, onlineAt, rawAt] = await until("the second tab leads, online", async () => {
-        const t = await run(second, "return [tp.ledAt, tp.onlineAt, tp.rawLockAt]");
-        return t.every((v) => typeof v === "number") ? t : null;
-      });
-      lead.push(ledAt - closedAt);
-      online.push(onlineAt - closedAt);
-      rawLock.push(rawAt - closedAt);
-      await browser.closeTab();
+    // Takeover: the leading tab closes (or its renderer crashes) while online; the other leads
+    // and reconnects.
+    for (const how of ["closes", "crashes"]) {
+      const lead = [], online = [], rawLock = [];
+      for (let round = 0; round < TAKEOVERS; round++) {
+        const db = `tabs-takeover-${Date.now()}-${round}`;
+        const first = await open(db, `${db}-shared`);
+        const second = await open(db, `${db}-shared`);
+        await until("the first tab leads, online", async () => {
+          const s = await run(first, "return tp.db.status()");
+          return s.leader && s.connection === "online";
+        });
+        await until("the second tab follows, online", async () => {
+          const s = await run(second, "return [tp.db.status(), tp.rawLockAt]");
+          return !s[0].leader && s[0].connection === "online" && s[1] == null;
+        });
+        await browser.switchTo(first);
+        const endedAt = Date.now();
+        if (how === "closes") {
+          await browser.closeTab();
+        } else {
+          // The renderer dies, so the command may never be answered.
+          await Promise.race([browser.call("POST", `${browser.session}/goog/cdp/execute`, { cmd: "Page.crash", params: {} }).catch(() => {}), pause(1_000)]);
+        }
+        const [ledAt, onlineAt, rawAt] = await until("the second tab leads, online", async () => {
+          const t = await run(second, "return [tp.ledAt, tp.onlineAt, tp.rawLockAt]");
+          return t.every((v) => typeof v === "number") ? t : null;
+        });
+        lead.push(ledAt - endedAt);
+        online.push(onlineAt - endedAt);
+        rawLock.push(rawAt - endedAt);
+        await browser.closeTab();
+        if (how === "crashes") {
+          await browser.switchTo(first);
+          await browser.closeTab().catch(() => {});
+        }
+      }
+      console.log(`BENCH ${JSON.stringify({
+        case: `takeover when the leading tab ${how}`, rounds: TAKEOVERS,
+        to_lead_p50_ms: percentile(lead, 0.5), to_lead_max_ms: Math.max(...lead),
+        to_online_p50_ms: percentile(online, 0.5), to_online_max_ms: Math.max(...online),
+        plain_lock_handover_p50_ms: percentile(rawLock, 0.5),
+        lead_vs_plain_lock_p50: round1(percentile(lead, 0.5) / Math.max(1, percentile(rawLock, 0.5))),
+      })}`);
     }
-    console.log(`BENCH ${JSON.stringify({
-      case: "takeover when the leading tab closes", rounds: TAKEOVERS,
-      close_to_lead_p50_ms: percentile(lead, 0.5), close_to_lead_max_ms: Math.max(...lead),
-      close_to_online_p50_ms: percentile(online, 0.5), close_to_online_max_ms: Math.max(...online),
-      plain_lock_handover_p50_ms: percentile(rawLock, 0.5),
-      lead_vs_plain_lock_p50: round1(percentile(lead, 0.5) / Math.max(1, percentile(rawLock, 0.5))),
-    })}`);
     await browser.switchTo(blank);
   } finally {
     await browser.close();
