@@ -351,6 +351,9 @@ impl Tidepool {
             }
             // Releasing the leader lock hands the lead to another tab, which reads storage anew.
             shared.tabs.leader_lock.borrow_mut().take();
+            if let Some(abort) = shared.tabs.abort_wait.borrow_mut().take() {
+                abort.abort();
+            }
             shared.tabs.channel.borrow_mut().take();
             shared.refresh_status(None);
             Ok(JsValue::UNDEFINED)

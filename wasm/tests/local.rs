@@ -529,6 +529,23 @@ async fn two_instances_of_a_database_share_it() {
     ok(again.close()).await;
 }
 
+/// A follower that closes leaves the queue for the lead: when the leader closes, a follower that
+/// is still open leads, and the closed one stays closed.
+#[wasm_bindgen_test]
+async fn a_closed_follower_does_not_take_the_lead() {
+    let name = unique("tabs-closed");
+    let leader = open(todos_options(&name)).await;
+    let closed = open(todos_options(&name)).await;
+    let open_one = open(todos_options(&name)).await;
+    ok(closed.close()).await;
+    ok(leader.close()).await;
+    until_leader(&open_one).await;
+    assert_eq!(get(&closed.status(), "leader").as_bool(), Some(false));
+    assert_eq!(err(closed.put("notes".into(), 1.into(), 1.into())).await, "closed");
+    ok(open_one.put("notes".into(), 1.into(), 1.into())).await;
+    ok(open_one.close()).await;
+}
+
 /// The leader compacts away segments a follower wrote, while the follower keeps documents of
 /// them in memory: the follower rereads storage before its next write, and both stay consistent.
 #[wasm_bindgen_test]

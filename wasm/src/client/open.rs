@@ -226,7 +226,7 @@ pub async fn open(options: &OpenOptions) -> Result<State, Error> {
     sys.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
     // Other tabs of this database write while they run; holding the write lock makes what is
     // read here one consistent state, and makes a new database get one identity, not one per tab.
-    let _write = lock::acquire(&tabs::write_lock_name(&options.local_name), true).await?;
+    let _write = lock::acquire(&tabs::write_lock_name(&options.local_name), true, None).await?;
     let indexes = read_indexes(&db, &options.name, &options.stores, None).await?;
     let mut generation = indexes.generation;
 

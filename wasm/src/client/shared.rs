@@ -98,7 +98,7 @@ impl Shared {
     pub async fn exclusive(&self) -> Result<Exclusive<'_>, Error> {
         let mut guard = self.state.lock().await;
         let Some(state) = guard.as_mut() else { return Ok(Exclusive { guard, _write: None }) };
-        let write = lock::acquire(&tabs::write_lock_name(&self.tabs.local_name), true).await?;
+        let write = lock::acquire(&tabs::write_lock_name(&self.tabs.local_name), true, None).await?;
         refresh::refresh(state, self.tabs.is_leader(), false).await?;
         Ok(Exclusive { guard, _write: write })
     }

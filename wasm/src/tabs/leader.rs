@@ -29,7 +29,7 @@ pub async fn join(shared: &Rc<Shared>) {
         }
     });
     *shared.tabs.channel.borrow_mut() = channel;
-    match lock::acquire(&leader_lock_name(&shared.tabs.local_name), false).await {
+    match lock::acquire(&leader_lock_name(&shared.tabs.local_name), false, None).await {
         Ok(lock) => lead(shared, lock),
         Err(Error::InUse(_)) => {
             shared.tabs.met_peer();
@@ -47,10 +47,15 @@ pub async fn join(shared: &Rc<Shared>) {
 
 /// Waits for the leader lock, then rereads everything from storage and leads.
 async fn follow(shared: Rc<Shared>) {
-    let lock = match lock::acquire(&leader_lock_name(&shared.tabs.local_name), true).await {
+    // `close` aborts the wait, so a closed tab neither stays queued nor is kept in memory.
+    let abort = web_sys::AbortController::new().ok();
+    *shared.tabs.abort_wait.borrow_mut() = abort.clone();
+    let lock = match lock::acquire(&leader_lock_name(&shared.tabs.local_name), true, abort.as_ref().map(|a| a.signal()).as_ref()).await {
         Ok(lock) => lock,
         Err(e) => {
-            web_sys::console::error_1(&format!("tidepool: waiting to lead failed: {e}").into());
+            if !shared.link.borrow().closed {
+                web_sys::console::error_1(&format!("tidepool: waiting to lead failed: {e}").into());
+            }
             return;
         }
     };

@@ -46,6 +46,8 @@ pub struct Tabs {
     pub hub: Option<String>,
     leader: Cell<bool>,
     pub leader_lock: RefCell<Option<Lock>>,
+    /// Ends this tab's wait for the leader lock (at `close`).
+    pub abort_wait: RefCell<Option<web_sys::AbortController>>,
     pub channel: RefCell<Option<Channel>>,
     /// The leader's last status and the generation it had then.
     heard: RefCell<Option<(Status, u64)>>,
