@@ -28,8 +28,13 @@ PHASES = {
     "bench-hub-pg": "several hubs on one PostgreSQL against one hub on SQLite, same run, all processes on this "
                     "one machine: writes/s and p99 visibility over 30 databases, and kill -9 of an owner to a "
                     "write acknowledged again (`hub/benches/pg.rs`)",
-    "bench-wasm": "browser: bulkPut against raw IndexedDB, cold open, single put (`wasm/tests/bench.rs`); "
-                  "cross-tab visibility is pending (tabs do not share a database yet)",
+    "bench-wasm": "browser: bulkPut against raw IndexedDB, cold open, single put; single puts from two instances "
+                  "of one database in turn (as two tabs), each rereading what the other wrote, against one "
+                  "instance (`wasm/tests/bench.rs`)",
+    "bench-wasm-tabs": "browser tabs of one database (`wasm/scripts/tabs-bench.mjs`): a put in one tab until "
+                       "another tab's `subscribe` hears it, against the writing tab's own listener and a plain "
+                       "BroadcastChannel message; the leading tab closed (or its renderer crashed) until another "
+                       "leads and is online again, against a plain Web Lock handed over by the same close",
     "bench-bridge": "bridge end to end with release builds (`tez-bridge/benches/bridge.rs`): `tidepool-bridge "
                     "snapshot` from hub state to files on a MiniDFSCluster, process start to exit, against a raw "
                     "hdfs-native write of the same bytes in the same round; peak RSS of bridge and hub; a whole "

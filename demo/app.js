@@ -179,16 +179,8 @@ async function main() {
   let wantOnline = localStorage.getItem(choice) !== "false";
   await init();
   const options = { name, localName: `tidepool-demo-${name}-${user}`, stores: STORES, hub, token, online: wantOnline };
-  let db;
-  try {
-    db = await Tidepool.open(options);
-  } catch (error) {
-    if (error.code !== "in_use") throw error;
-    // One tab at a time holds the database: this one waits and takes over when that tab closes.
-    $("#status").dataset.connection = "waiting";
-    $("#status").textContent = "open in another tab · this tab takes over when that one closes";
-    db = await Tidepool.open({ ...options, waitForLock: true });
-  }
+  // Every tab of the app opens the database; one of them syncs for all.
+  const db = await Tidepool.open(options);
   db.onStatus((status) => renderStatus(status, wantOnline));
   renderStatus(db.status(), wantOnline);
 
@@ -223,6 +215,12 @@ async function main() {
     wantOnline = !wantOnline;
     localStorage.setItem(choice, String(wantOnline));
     db.setOnline(wantOnline);
+    renderStatus(db.status(), wantOnline);
+  });
+  // Another tab of this user toggled (Tidepool passes the choice to every tab): show it here too.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== choice) return;
+    wantOnline = event.newValue !== "false";
     renderStatus(db.status(), wantOnline);
   });
   $("#add").disabled = false;

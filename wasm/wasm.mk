@@ -2,9 +2,12 @@
 #
 # test-wasm   host unit tests; the ES module build (wasm-bindgen --target web, with TypeScript
 #             types); browser tests in headless Chromium through wasm-bindgen-test: without a hub,
-#             then against two real hubs started by wasm/scripts/with-hubs.sh.
+#             then against two real hubs started by wasm/scripts/with-hubs.sh; then several tabs
+#             of one database in Chromium (test-wasm-tabs).
 # bench-wasm  bulkPut vs raw IndexedDB and cold open, in Chromium, optimized build; prints the
 #             figures and the size of the ES module bundle.
+# bench-wasm-tabs  tabs of one database, optimized build: cross-tab visibility of a put (p50, p99)
+#             against same-tab and a plain BroadcastChannel, takeover time against a plain Web Lock.
 # wasm-pkg    the optimized ES module and its types in wasm/pkg.
 # npm-pack    the npm package (@tidepool/browser) from wasm/pkg: target/npm/tidepool-browser-*.tgz.
 # test-npm    that tarball installed into a tiny app with esbuild from npm, bundled, served by a
@@ -14,7 +17,7 @@
 # the exact version the crate pins, and Debian's chromium and chromium-driver.
 
 TEST_TARGETS += test-wasm test-npm
-BENCH_TARGETS += bench-wasm
+BENCH_TARGETS += bench-wasm bench-wasm-tabs
 
 WASM_BINDGEN_VERSION := 0.2.130
 CHROMEDRIVER ?= /usr/bin/chromedriver
@@ -26,14 +29,14 @@ WASM_CARGO_TARGET := --target wasm32-unknown-unknown
 WASM_RELEASE_ENV := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=0
 WASM_TARGET_DIR = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: npm-pack test-npm wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync bench-wasm wasm-pkg
+.PHONY: npm-pack test-npm wasm-deps test-wasm test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync test-wasm-tabs bench-wasm bench-wasm-tabs wasm-pkg
 
 wasm-deps:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@wasm-bindgen --version 2>/dev/null | grep -qF " $(WASM_BINDGEN_VERSION)" || $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 	@[ -x "$(CHROMEDRIVER)" ] || ($(WASM_SUDO) apt-get update && $(WASM_SUDO) apt-get install -y chromium chromium-driver)
 
-test-wasm: test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync
+test-wasm: test-wasm-unit test-wasm-module test-wasm-local test-wasm-sync test-wasm-tabs
 
 test-wasm-unit:
 	$(CARGO) test -p tidepool-wasm --lib
@@ -53,6 +56,13 @@ test-wasm-local: wasm-deps
 test-wasm-sync: wasm-deps
 	cd wasm && CARGO=$(CARGO) ./scripts/with-hubs.sh env $(WASM_TEST_ENV) $(CARGO) test $(WASM_CARGO_TARGET) --test sync
 
+# Real tabs of one database, served by a real hub: writes everywhere, the leader tab closed and
+# then crashed (CDP Page.crash) in the middle of bursts of writes (wasm/scripts/tabs-test.mjs).
+test-wasm-tabs: test-wasm-module
+	@command -v node >/dev/null || ($(WASM_SUDO) apt-get update && $(WASM_SUDO) apt-get install -y nodejs)
+	$(CARGO) build -p tidepool-hub --bin tidepool-hub
+	node wasm/scripts/tabs-test.mjs $(WASM_TARGET_DIR)/wasm-module-check $(WASM_TARGET_DIR)/debug/tidepool-hub $(CHROMEDRIVER)
+
 wasm-pkg: wasm-deps
 	$(WASM_RELEASE_ENV) $(CARGO) build -p tidepool-wasm --release $(WASM_CARGO_TARGET)
 	rm -rf wasm/pkg
@@ -62,6 +72,11 @@ wasm-pkg: wasm-deps
 
 bench-wasm: wasm-pkg
 	set -o pipefail; cd wasm && $(WASM_RELEASE_ENV) $(WASM_TEST_ENV) $(CARGO) test --release $(WASM_CARGO_TARGET) --test bench -- --nocapture 2>&1 | grep -E '^BENCH|test result'
+
+bench-wasm-tabs: wasm-pkg
+	@command -v node >/dev/null || ($(WASM_SUDO) apt-get update && $(WASM_SUDO) apt-get install -y nodejs)
+	$(CARGO) build -p tidepool-hub --bin tidepool-hub
+	node wasm/scripts/tabs-bench.mjs wasm/pkg $(WASM_TARGET_DIR)/debug/tidepool-hub $(CHROMEDRIVER)
 
 NPM_OUT = $(WASM_TARGET_DIR)/npm
 WASM_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)

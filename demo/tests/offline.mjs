@@ -2,7 +2,8 @@
 // the app from a real hub, the hub is killed, the page is reloaded and must come from the service
 // worker with its local tasks; a task added then syncs once the hub is back (same port, same
 // data), and a second user's page gets it from the hub. The offline choice survives a reload too,
-// and a second tab of the same user waits for the first and takes over when it closes.
+// and a second tab of the same user opens at once, shares the database with the first (its tasks
+// and the offline choice) and keeps syncing when the first closes.
 //
 // Usage: node demo/tests/offline.mjs HUB_BINARY DEMO_SITE [CHROMEDRIVER]   (make test-demo-offline)
 
@@ -55,17 +56,30 @@ async function main() {
     await browser.waitFor(task("Buy milk"));
     await browser.waitFor('#status[data-pending="0"][data-synced="true"]', "the task synced");
 
-    // A second tab of the same user waits for the database, and takes over when the first closes.
+    // A second tab of the same user opens at once and shares the database: a task added there
+    // shows in the first tab, and the second keeps syncing once the first (the leader) closes.
     const firstTab = await browser.tab();
     const secondTab = await browser.newTab();
     await browser.go(app);
-    await browser.waitFor('#status[data-connection="waiting"]', "the second tab waiting for the first");
+    await browser.waitFor('body[data-ready="true"]', "the second tab opening");
+    await browser.waitFor(task("Buy milk"));
+    await browser.waitFor('#status[data-connection="online"]', "the second tab showing the connection");
+    await addTask(browser, "From the second tab", "home", 3);
+    await browser.waitFor(task("From the second tab"));
+    await browser.switchTo(firstTab);
+    await browser.waitFor(task("From the second tab"), "the first tab showing the second tab's task");
+    // Going offline in one tab takes every tab offline, and each says it was the user's choice.
+    await browser.switchTo(secondTab);
+    await browser.run('document.querySelector("#toggle-online").click()');
+    await browser.switchTo(firstTab);
+    await browser.waitFor('#status[data-connection="offline"][data-choice="offline"]', "the first tab offline by the choice made in the second");
+    await browser.run('document.querySelector("#toggle-online").click()');
+    await browser.switchTo(secondTab);
+    await browser.waitFor('#status[data-connection="online"][data-choice="online"]', "the second tab online by the choice made in the first");
     await browser.switchTo(firstTab);
     await browser.closeTab();
     await browser.switchTo(secondTab);
-    await browser.waitFor('body[data-ready="true"]', "the second tab taking over");
-    await browser.waitFor(task("Buy milk"));
-    await browser.waitFor('#status[data-connection="online"]');
+    await browser.waitFor('#status[data-connection="online"][data-pending="0"][data-synced="true"]', "the second tab synced after the first closed");
 
     // The hub goes away (and with it the web server): the page must still open.
     await stop(hub, "SIGKILL");

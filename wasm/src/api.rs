@@ -14,12 +14,14 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::client::local::{self, Edit};
 use crate::client::read::{self, Shape};
 use crate::client::shared::Shared;
-use crate::client::{State, maintain, open, verify};
+use crate::client::{maintain, open, verify};
 use crate::error::Error;
 use crate::events::Origin;
 use crate::js::{global, key as js_key, patch as js_patch, path as js_path, value as js_value};
 use crate::options::OpenOptions;
-use crate::sync::driver::{self, COMPACT_ABOVE, COMPACT_STEP};
+use crate::tabs::message::Message;
+use crate::sync::driver::COMPACT_STEP;
+use crate::tabs::{Tabs, leader};
 
 /// An offline-first database: IndexedDB records that sync through a Tidepool hub.
 #[wasm_bindgen]
@@ -40,24 +42,18 @@ where
 /// Runs a write with exclusive access, sends what the engine queued, compacts a little if
 /// segments piled up, then tells listeners.
 async fn write(shared: &Shared, store: &str, edits: Vec<(Key, Edit)>) -> Result<(), Error> {
-    let mut guard = shared.lock().await;
+    let mut guard = shared.exclusive().await?;
     let state = guard.as_mut().ok_or(Error::Closed)?;
     let result = local::write(state, store, edits).await;
+    if result.is_ok() {
+        shared.tabs.wrote(state.generation);
+    }
     shared.flush(state).await;
     let written = result?;
-    compact_a_little(shared, state).await;
+    shared.compact_a_little(state).await;
     drop(guard);
     shared.emit(store, Origin::Local, &written);
     Ok(())
-}
-
-async fn compact_a_little(shared: &Shared, state: &mut State) {
-    if state.known.segment_count() > COMPACT_ABOVE {
-        if let Err(e) = maintain::compact(state, COMPACT_STEP).await {
-            web_sys::console::warn_1(&format!("tidepool: compaction failed: {e}").into());
-        }
-        shared.flush(state).await;
-    }
 }
 
 fn safe_integer(n: f64, what: &str) -> Result<i64, Error> {
@@ -102,11 +98,10 @@ impl Tidepool {
         promise(async move {
             let options = OpenOptions::from_js(&options)?;
             let state = open::open(&options).await?;
-            let shared = Rc::new(Shared::new(state));
-            if let Some(url) = &options.hub {
-                shared.link.borrow_mut().want_online = options.online;
-                driver::start(shared.clone(), url.clone());
-            }
+            let shared = Rc::new(Shared::new(state, Tabs::new(options.local_name.clone(), options.hub.clone())));
+            shared.link.borrow_mut().want_online = options.online;
+            // Leads (and connects) if no other tab of this database does, else follows.
+            leader::join(&shared).await;
             {
                 let guard = shared.lock().await;
                 shared.refresh_status(guard.as_ref());
@@ -278,15 +273,18 @@ impl Tidepool {
         self.shared.status().to_js()
     }
 
-    /// Connects to the hub (`true`) or stays offline (`false`); edits work either way.
+    /// Connects to the hub (`true`) or stays offline (`false`); edits work either way. Applies
+    /// to every tab of the database (one of them holds the connection).
     #[wasm_bindgen(js_name = setOnline)]
     pub fn set_online(&self, online: bool) -> Result<(), JsValue> {
-        let mut link = self.shared.link.borrow_mut();
-        if link.wake.is_none() {
+        if self.shared.tabs.hub.is_none() {
             return Err(Error::NoHub.into());
         }
+        let mut link = self.shared.link.borrow_mut();
         link.want_online = online;
         link.wake();
+        drop(link);
+        self.shared.tabs.post(&Message::Online(online));
         Ok(())
     }
 
@@ -313,7 +311,7 @@ impl Tidepool {
     pub fn compact(&self) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
-            let mut guard = shared.lock().await;
+            let mut guard = shared.exclusive().await?;
             let state = guard.as_mut().ok_or(Error::Closed)?;
             while maintain::compact(state, COMPACT_STEP).await? {}
             shared.flush(state).await;
@@ -327,7 +325,7 @@ impl Tidepool {
     pub fn verify(&self, store: String) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
-            let mut guard = shared.lock().await;
+            let mut guard = shared.exclusive().await?;
             let state = guard.as_mut().ok_or(Error::Closed)?;
             let report = verify::verify(state, &store).await;
             shared.flush(state).await;
@@ -351,6 +349,12 @@ impl Tidepool {
             if let Some(state) = state {
                 state.db.close();
             }
+            // Releasing the leader lock hands the lead to another tab, which reads storage anew.
+            shared.tabs.leader_lock.borrow_mut().take();
+            if let Some(abort) = shared.tabs.abort_wait.borrow_mut().take() {
+                abort.abort();
+            }
+            shared.tabs.channel.borrow_mut().take();
             shared.refresh_status(None);
             Ok(JsValue::UNDEFINED)
         })

@@ -4,7 +4,8 @@
 //! Each app store is a plain IndexedDB object store holding current values (readable by any
 //! IndexedDB code); beside it Tidepool keeps every record's Automerge document, the outbox of
 //! unsynced changes and its metadata, all updated in the same transaction as the plain value.
-//! See `idb` for the layout, `client` for the operations, `sync` for the connection.
+//! See `idb` for the layout, `client` for the operations, `sync` for the connection, `tabs` for
+//! how the tabs of one database share it.
 
 mod api;
 mod client;
@@ -16,6 +17,7 @@ mod js;
 mod options;
 mod status;
 mod sync;
+mod tabs;
 mod typescript;
 
 pub use api::Tidepool;

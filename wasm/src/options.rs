@@ -20,9 +20,6 @@ pub struct OpenOptions {
     pub token: String,
     /// Whether to connect right away (`online: false` opens offline; `setOnline(true)` connects).
     pub online: bool,
-    /// Wait for another instance (tab) holding this database to close instead of failing with
-    /// `in_use`: the waiting tab takes over when that one closes or crashes.
-    pub wait_for_lock: bool,
 }
 
 /// An app object store and its indexes.
@@ -110,8 +107,9 @@ impl OpenOptions {
         let hub = field(options, "hub").as_string().filter(|h| !h.is_empty());
         let token = field(options, "token").as_string().unwrap_or_default();
         let online = field(options, "online").as_bool().unwrap_or(true);
-        let wait_for_lock = field(options, "waitForLock").as_bool().unwrap_or(false);
-        Ok(OpenOptions { name, local_name, stores, hub, token, online, wait_for_lock })
+        // `waitForLock` (a second tab waiting for the first to close) is still accepted and
+        // means nothing now: every tab opens at once and shares the database (see `tabs`).
+        Ok(OpenOptions { name, local_name, stores, hub, token, online })
     }
 }
 

@@ -42,8 +42,8 @@ export interface OpenOptions {
   /** Connect right away (default true). */
   online?: boolean;
   /**
-   * If another tab has this database open, wait until it closes (or crashes) and then open,
-   * instead of failing with `in_use` (default false).
+   * Accepted for compatibility and ignored: every tab of a database opens at once and shares it
+   * (one of them holds the hub connection; another takes over when it closes or crashes).
    */
   waitForLock?: boolean;
 }
@@ -57,7 +57,7 @@ export interface Change {
 
 export interface ChangeEvent {
   store: string;
-  /** local: this client; remote: another client via the hub; analytics: a bridge write-back. */
+  /** local: this client (any tab of it); remote: another client via the hub; analytics: a bridge write-back. */
   origin: "local" | "remote" | "analytics";
   changes: Change[];
 }
@@ -65,11 +65,13 @@ export interface ChangeEvent {
 export interface Status {
   connection: "offline" | "connecting" | "online";
   online: boolean;
-  /** Local changes the hub has not acknowledged yet. */
+  /** Local changes (of every tab) the hub has not acknowledged yet. */
   pending: number;
   /** Online, caught up with the hub, nothing pending. */
   synced: boolean;
   error?: { code: string; message: string };
+  /** This tab holds the hub connection for every tab of the database; the others report its status. */
+  leader: boolean;
 }
 
 export type TidepoolErrorCode =

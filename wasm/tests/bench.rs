@@ -1,6 +1,7 @@
 //! Benchmark (run by `make bench-wasm`, not by `make test`): in one Chromium, bulkPut of 10,000
 //! records through Tidepool against raw IndexedDB puts of the same plain values in one
-//! transaction, and the cold open of a 10,000-record database. Prints one `BENCH {json}` line.
+//! transaction, and the cold open of a 10,000-record database; then single puts from two tabs in
+//! turn. Prints `BENCH {json}` lines.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -102,6 +103,45 @@ async fn bench_bulk_put_and_cold_open() {
     let line = format!(
         r#"BENCH {{"records": {RECORDS}, "rounds": {ROUNDS}, "raw_idb_ms": {raw:.0}, "tidepool_bulk_put_ms": {tidepool:.0}, "throughput_vs_raw": {:.2}, "cold_open_ms": {cold:.0}, "first_edit_after_open_ms": {first_edit:.0}, "single_put_ms": {single:.1}}}"#,
         raw / tidepool
+    );
+    web_sys::console::log_1(&line.into());
+    bench_puts_from_two_tabs_in_turn().await;
+}
+
+/// Two instances of one database (as two tabs have) writing in turn: each put then first rereads
+/// the indexes the other's put changed. Single puts in a compacted 10,000-record database,
+/// alternating between the two, against the same puts from one instance. Run after the bulkPut
+/// rounds (not as a test of its own, which might run first) so its 10,000-record database does
+/// not weigh on them.
+async fn bench_puts_from_two_tabs_in_turn() {
+    let values = make_values(RECORDS);
+    let name = unique("bench-tabs");
+    let first = open(options(&name)).await;
+    ok(first.bulk_put("todos".into(), as_entries(&values).into())).await;
+    ok(first.compact()).await;
+    let second = open(options(&name)).await;
+    let (mut alone, mut in_turn) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS as u32 {
+        let start = now();
+        for i in 0..SINGLE_PUTS {
+            ok(first.put("todos".into(), (i + round * 1000).into(), values.get(i + 1))).await;
+        }
+        alone.push((now() - start) / f64::from(SINGLE_PUTS));
+        let start = now();
+        for i in 0..SINGLE_PUTS {
+            let db = if i % 2 == 0 { &first } else { &second };
+            ok(db.put("todos".into(), (i + round * 1000).into(), values.get(i + 2))).await;
+        }
+        in_turn.push((now() - start) / f64::from(SINGLE_PUTS));
+    }
+    assert_consistent(&second, "todos").await;
+    ok(first.close()).await;
+    ok(second.close()).await;
+    ok(Tidepool::delete_database(name)).await;
+    let (alone, in_turn) = (median(alone), median(in_turn));
+    let line = format!(
+        r#"BENCH {{"case": "single puts, two tabs in turn", "records": {RECORDS}, "puts": {SINGLE_PUTS}, "one_tab_put_ms": {alone:.1}, "two_tabs_in_turn_put_ms": {in_turn:.1}, "in_turn_vs_one_tab": {:.1}}}"#,
+        in_turn / alone
     );
     web_sys::console::log_1(&line.into());
 }

@@ -437,43 +437,139 @@ async fn a_change_too_large_to_sync_is_kept_locally_and_reported() {
     ok(db.close()).await;
 }
 
-#[wasm_bindgen_test]
-async fn a_database_opens_once_at_a_time() {
-    let name = unique("once");
-    let first = open(todos_options(&name)).await;
-    assert_eq!(err(Tidepool::open(todos_options(&name))).await, "in_use");
-    ok(first.put("notes".into(), 1.into(), 1.into())).await;
-    ok(first.close()).await;
-    let second = open(todos_options(&name)).await;
-    assert_eq!(ok(second.get("notes".into(), 1.into())).await.as_f64(), Some(1.0));
-    ok(second.close()).await;
+async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// A second tab that opens with `waitForLock` waits instead of failing, and takes over (with
-/// everything the first one wrote) once the first closes.
-#[wasm_bindgen_test]
-async fn a_waiting_open_takes_over_when_the_holder_closes() {
-    let name = unique("takeover");
-    let first = open(todos_options(&name)).await;
-    let waiting_options = todos_options(&name);
-    set(&waiting_options, "waitForLock", true);
-    let opened = std::rc::Rc::new(std::cell::Cell::new(false));
-    let flag = opened.clone();
-    let waiting = Tidepool::open(waiting_options);
-    let on_open = Closure::once(move |_: JsValue| flag.set(true));
-    let _ = waiting.then(&on_open);
-    ok(first.put("notes".into(), 1.into(), json(r#"{"by": "first"}"#))).await;
-    // Many turns of the event loop later, the waiting open is still waiting.
-    for _ in 0..20 {
-        ok(first.get("notes".into(), 1.into())).await;
+/// Every change event `db` gets for `store`, as they come.
+fn recorder(db: &Tidepool, store: &str) -> Array {
+    let seen = Array::new();
+    let sink = seen.clone();
+    let callback = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        sink.push(&event);
+    });
+    db.subscribe(store.into(), callback.as_ref().unchecked_ref::<js_sys::Function>().clone()).unwrap();
+    callback.forget();
+    seen
+}
+
+/// Waits (polling, up to 10 s) until some recorded event carries `key` with `value`.
+async fn heard(seen: &Array, key: &JsValue, value: &JsValue) {
+    let start = js_sys::Date::now();
+    while js_sys::Date::now() - start < 10_000.0 {
+        let found = seen.iter().any(|e| {
+            get(&e, "changes").unchecked_into::<Array>().iter().any(|c| deep_equal(&get(&c, "key"), key) && deep_equal(&get(&c, "value"), value))
+        });
+        if found {
+            return;
+        }
+        sleep(10).await;
     }
-    assert!(!opened.get(), "the second open must wait while the first holds the database");
+    panic!("no change event with {} = {} among {}", stringify(key), stringify(value), stringify(seen));
+}
+
+async fn until_leader(db: &Tidepool) {
+    let start = js_sys::Date::now();
+    while get(&db.status(), "leader").as_bool() != Some(true) {
+        assert!(js_sys::Date::now() - start < 10_000.0, "no takeover: {}", stringify(&db.status()));
+        sleep(10).await;
+    }
+}
+
+/// Two instances of one database (as two tabs have) both open at once, read and write it, and
+/// hear each other's writes; when the leading one closes, the other leads.
+#[wasm_bindgen_test]
+async fn two_instances_of_a_database_share_it() {
+    let name = unique("tabs");
+    let first = open(todos_options(&name)).await;
+    let second = open(todos_options(&name)).await;
+    assert_eq!(get(&first.status(), "leader").as_bool(), Some(true));
+    assert_eq!(get(&second.status(), "leader").as_bool(), Some(false));
+    let (heard_by_first, heard_by_second) = (recorder(&first, "notes"), recorder(&second, "notes"));
+
+    ok(first.put("notes".into(), 1.into(), json(r#"{"by": "first", "n": 1}"#))).await;
+    heard(&heard_by_second, &1.into(), &json(r#"{"by": "first", "n": 1}"#)).await;
+    assert_same(&ok(second.get("notes".into(), 1.into())).await, &json(r#"{"by": "first", "n": 1}"#));
+    // Edits of one record from both sides, each on top of the other's.
+    ok(second.update("notes".into(), 1.into(), json(r#"{"second": true}"#))).await;
+    ok(first.update("notes".into(), 1.into(), json(r#"{"n": 2}"#))).await;
+    ok(second.increment("notes".into(), 1.into(), "n".into(), 5.0)).await;
+    let expected = json(r#"{"by": "first", "n": 7, "second": true}"#);
+    heard(&heard_by_first, &1.into(), &expected).await;
+    assert_same(&ok(first.get("notes".into(), 1.into())).await, &expected);
+    // Many interleaved writes: segment numbers never collide, nothing is lost.
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let db = if i % 2 == 0 { &first } else { &second };
+        writes.push(wait(db.put("todos".into(), i.into(), todo(i, i % 3 == 0, "ann"))));
+    }
+    for w in writes {
+        w.await.expect("a write from either instance succeeds");
+    }
+    ok(second.bulk_put("todos".into(), (40..60).map(|i| JsValue::from(Array::of2(&i.into(), &todo(i, false, "bob")))).collect::<Array>().into())).await;
+    for db in [&first, &second] {
+        assert_eq!(ok(db.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length(), 60);
+        assert_consistent(db, "todos").await;
+        assert_consistent(db, "notes").await;
+    }
+
     ok(first.close()).await;
-    let second = <Tidepool as wasm_bindgen::convert::TryFromJsValue>::try_from_js_value(ok(waiting).await).expect("a Tidepool");
-    assert!(opened.get());
-    assert_same(&ok(second.get("notes".into(), 1.into())).await, &json(r#"{"by": "first"}"#));
+    until_leader(&second).await;
     ok(second.put("notes".into(), 2.into(), 2.into())).await;
+    ok(second.compact()).await;
+    assert_consistent(&second, "todos").await;
     ok(second.close()).await;
+    let again = open(todos_options(&name)).await;
+    assert_same(&ok(again.get("notes".into(), 1.into())).await, &expected);
+    assert_eq!(ok(again.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length(), 60);
+    assert_consistent(&again, "notes").await;
+    ok(again.close()).await;
+}
+
+/// A follower that closes leaves the queue for the lead: when the leader closes, a follower that
+/// is still open leads, and the closed one stays closed.
+#[wasm_bindgen_test]
+async fn a_closed_follower_does_not_take_the_lead() {
+    let name = unique("tabs-closed");
+    let leader = open(todos_options(&name)).await;
+    let closed = open(todos_options(&name)).await;
+    let open_one = open(todos_options(&name)).await;
+    ok(closed.close()).await;
+    ok(leader.close()).await;
+    until_leader(&open_one).await;
+    assert_eq!(get(&closed.status(), "leader").as_bool(), Some(false));
+    assert_eq!(err(closed.put("notes".into(), 1.into(), 1.into())).await, "closed");
+    ok(open_one.put("notes".into(), 1.into(), 1.into())).await;
+    ok(open_one.close()).await;
+}
+
+/// The leader compacts away segments a follower wrote, while the follower keeps documents of
+/// them in memory: the follower rereads storage before its next write, and both stay consistent.
+#[wasm_bindgen_test]
+async fn a_follower_writes_on_top_of_the_leaders_compaction() {
+    let name = unique("tabs-compact");
+    let leader = open(todos_options(&name)).await;
+    let follower = open(todos_options(&name)).await;
+    for i in 0..30 {
+        ok(follower.put("notes".into(), (i % 5).into(), json(&format!(r#"{{"v": {i}}}"#)))).await;
+        ok(leader.update("notes".into(), (i % 5).into(), json(&format!(r#"{{"w": {i}}}"#)))).await;
+    }
+    ok(leader.compact()).await;
+    for i in 0..5 {
+        ok(follower.update("notes".into(), i.into(), json(r#"{"last": "follower"}"#))).await;
+    }
+    ok(follower.compact()).await;
+    ok(leader.update("notes".into(), 0.into(), json(r#"{"last": "leader"}"#))).await;
+    for db in [&leader, &follower] {
+        assert_consistent(db, "notes").await;
+    }
+    assert_same(&ok(follower.get("notes".into(), 0.into())).await, &json(r#"{"v": 25, "w": 25, "last": "leader"}"#));
+    assert_same(&ok(leader.get("notes".into(), 4.into())).await, &json(r#"{"v": 29, "w": 29, "last": "follower"}"#));
+    ok(leader.close()).await;
+    ok(follower.close()).await;
 }
 
 #[wasm_bindgen_test]

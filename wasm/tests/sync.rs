@@ -395,3 +395,61 @@ async fn a_write_back_arrives_as_an_analytics_event() {
     assert_consistent(&a, "todos").await;
     ok(a.close()).await;
 }
+
+/// Two instances of one local database (as two tabs have) sync through the one that leads:
+/// the other's writes reach the hub, the hub's changes reach both, and both report the leader's
+/// status. When the leader closes in the middle of a burst of writes, the other leads and every
+/// write arrives.
+#[wasm_bindgen_test]
+async fn the_tabs_of_one_database_sync_through_their_leader() {
+    let db = unique("tabs");
+    let local = format!("{db}-a");
+    let leader = open(client(&db, &local, true)).await;
+    let follower = open(client(&db, &local, true)).await;
+    let other = open(client(&db, &format!("{db}-c"), true)).await;
+    assert_eq!(get(&leader.status(), "leader").as_bool(), Some(true));
+    assert_eq!(get(&follower.status(), "leader").as_bool(), Some(false));
+    let (seen_by_follower, _keep) = recorder(&follower, "notes");
+
+    ok(follower.put("notes".into(), "f1".into(), 1.into())).await;
+    ok(leader.put("notes".into(), "l1".into(), 2.into())).await;
+    // The follower is synced only once the leader pushed its write and the hub acknowledged it.
+    synced(&follower).await;
+    synced(&leader).await;
+    let status = follower.status();
+    assert_eq!(get(&status, "connection").as_string().as_deref(), Some("online"), "{}", stringify(&status));
+    assert_eq!(get(&status, "pending").as_f64(), Some(0.0));
+    assert_eq!(raw_keys(&local, "_tp_outbox").await.length(), 0, "every row acknowledged and deleted");
+    eventually("the other device has both writes", || async {
+        ok(other.get("notes".into(), "f1".into())).await.as_f64() == Some(1.0) && ok(other.get("notes".into(), "l1".into())).await.as_f64() == Some(2.0)
+    })
+    .await;
+
+    ok(other.put("notes".into(), "c1".into(), 3.into())).await;
+    eventually("the follower hears the other device's write", || {
+        let heard = origins_for(&seen_by_follower, "c1").contains(&"remote".to_string());
+        async move { heard }
+    })
+    .await;
+    assert_eq!(ok(follower.get("notes".into(), "c1".into())).await.as_f64(), Some(3.0));
+
+    // Offline while the burst starts, so the leader surely has unsent rows when it closes.
+    leader.set_online(false).unwrap();
+    let burst: Vec<js_sys::Promise> = (0..60).map(|i| follower.put("todos".into(), i.into(), json(&format!(r#"{{"n": {i}}}"#)))).collect();
+    let mut burst = burst.into_iter();
+    for write in burst.by_ref().take(20) {
+        ok(write).await;
+    }
+    follower.set_online(true).unwrap();
+    ok(leader.close()).await;
+    for write in burst {
+        ok(write).await;
+    }
+    synced(&follower).await;
+    assert_eq!(get(&follower.status(), "leader").as_bool(), Some(true));
+    eventually("the other device has the whole burst", || async { ok(other.get_all("todos".into(), None, None)).await.unchecked_into::<Array>().length() == 60 }).await;
+    assert_consistent(&other, "todos").await;
+    assert_consistent(&follower, "todos").await;
+    ok(follower.close()).await;
+    ok(other.close()).await;
+}

@@ -21,7 +21,8 @@ use crate::client::outbox::{MAX_ENTRIES, outbox_id};
 use crate::docs::pack::{self, Chunk, ChunkKind, Pending};
 use crate::error::Error;
 use crate::events::Written;
-use crate::idb::{self, OUTBOX, REGISTRY, SEGMENTS, tx};
+use crate::client::open::stamp;
+use crate::idb::{self, META, OUTBOX, REGISTRY, SEGMENTS, tx};
 use crate::js::{global, key as js_key, value as js_value};
 
 /// One edit of one record.
@@ -63,7 +64,7 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
     let time = global::now_seconds();
     // The transaction opens before the edits, so the browser stores each plain value while the
     // next record's change is computed: IndexedDB's work overlaps with Automerge's.
-    let tx = tx::write(&state.db, &[store, SEGMENTS, REGISTRY, OUTBOX])?;
+    let tx = tx::write(&state.db, &[store, SEGMENTS, REGISTRY, OUTBOX, META])?;
     let plain = tx.object_store(store)?;
     let mut changes: Vec<(usize, LocalChange)> = Vec::new();
     let mut written = Vec::with_capacity(edits.len());
@@ -120,6 +121,7 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
         (None, Some(segment)) => write_rows(&tx, store, &targets, &changes, segment),
         (None, None) => Ok(()),
     };
+    let staged = staged.and_then(|()| stamp(&tx, state.generation + 1));
     let result = match staged {
         Ok(()) => tx::commit(tx).await,
         Err(e) => {
@@ -132,6 +134,7 @@ pub async fn write(state: &mut State, store: &str, edits: Vec<(Key, Edit)>) -> R
         state.evict(touched);
         return Err(e);
     }
+    state.generation += 1;
 
     if let Some(segment) = segment {
         let mut seen = HashSet::new();

@@ -16,6 +16,7 @@ use tidepool_core::wire::Payload;
 use tidepool_core::{DocId, Record};
 use wasm_bindgen::JsValue;
 
+use crate::client::open::{stamp, stamp_compaction};
 use crate::client::{State, cursor_key};
 use crate::docs::load::Corruption;
 use crate::docs::pack;
@@ -56,7 +57,7 @@ pub async fn compact(state: &mut State, budget: usize) -> Result<bool, Error> {
     // Quarantined documents come back rebuilt with a snapshot of their own; nothing to do here.
     state.ensure_loaded(&docs).await?;
     let upto = state.known.last_segment();
-    let tx = tx::write(&state.db, &[SNAPSHOTS, SEGMENTS, REGISTRY])?;
+    let tx = tx::write(&state.db, &[SNAPSHOTS, SEGMENTS, REGISTRY, META])?;
     let snapshots = tx.object_store(SNAPSHOTS)?;
     let mut saved = Vec::with_capacity(docs.len());
     for doc in &docs {
@@ -71,7 +72,11 @@ pub async fn compact(state: &mut State, budget: usize) -> Result<bool, Error> {
         drop(segments.delete(JsValue::from_f64(*seg as f64)).primitive()?);
         drop(registry.delete(JsValue::from_f64(*seg as f64)).primitive()?);
     }
+    stamp(&tx, state.generation + 1)?;
+    stamp_compaction(&tx, state.compactions + 1)?;
     tx::commit(tx).await?;
+    state.generation += 1;
+    state.compactions += 1;
     for (doc, stored) in saved {
         state.known.set_snapshot(doc, &stored.store, stored.key, upto);
     }
@@ -141,7 +146,11 @@ pub async fn quarantine(state: &mut State, doc: DocId, corruption: Corruption) -
     drop(snapshots.delete(range).primitive()?);
     snapshots.put(idb::bytes(&record.save())).with_key(idb::snapshot_key(&corruption.store, &corruption.key, upto)).primitive()?;
     drop(tx.object_store(META)?.delete(JsValue::from_str(&cursor_key(&corruption.store))).primitive()?);
+    stamp(&tx, state.generation + 1)?;
+    stamp_compaction(&tx, state.compactions + 1)?;
     tx::commit(tx).await?;
+    state.generation += 1;
+    state.compactions += 1;
     state.known.set_snapshot(doc, &corruption.store, corruption.key, upto);
     state.cache.insert(doc, record);
     state.cursors.insert(corruption.store, None);

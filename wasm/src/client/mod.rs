@@ -1,13 +1,16 @@
 //! The client's state and the operations on it: local writes, reads, remote frames, maintenance.
 //!
 //! Every operation runs with exclusive access to [`State`] (an async mutex in [`shared`]), so a
-//! remote frame and a local write never interleave half-way and reads see earlier writes.
+//! remote frame and a local write never interleave half-way and reads see earlier writes. An
+//! operation that writes also holds the database's cross-tab write lock and first rereads the
+//! indexes if another tab wrote since ([`refresh`]), so the tabs of one database take turns.
 
 pub mod local;
 pub mod maintain;
 pub mod open;
 pub mod outbox;
 pub mod read;
+pub mod refresh;
 pub mod remote;
 pub mod shared;
 pub mod verify;
@@ -16,7 +19,7 @@ use std::collections::HashMap;
 
 use indexed_db_futures::database::Database;
 use tidepool_core::automerge::ActorId;
-use tidepool_core::sync::ClientEngine;
+use tidepool_core::sync::{ClientConfig, ClientEngine};
 use tidepool_core::wire::Cursor;
 use tidepool_core::{DocId, StoreRef};
 
@@ -24,7 +27,6 @@ use crate::docs::cache::Cache;
 use crate::docs::known::Known;
 use crate::docs::load;
 use crate::error::Error;
-use crate::js::lock::Lock;
 use wasm_bindgen::closure::Closure;
 use crate::options::StoreSpec;
 use outbox::OutboxRows;
@@ -38,14 +40,20 @@ pub struct State {
     pub db_name: String,
     pub stores: Vec<StoreSpec>,
     pub actor: ActorId,
+    /// What the engine was made with, to make it again when another tab changed the outbox.
+    pub config: ClientConfig,
     pub engine: ClientEngine,
     pub known: Known,
     pub cache: Cache,
     pub outbox: OutboxRows,
     /// The cursor persisted for each store: what a resubscription after a failure starts from.
     pub cursors: HashMap<String, Option<Cursor>>,
-    /// Held while open; see `js::lock`.
-    pub _lock: Option<Lock>,
+    /// `_tp_meta`'s write counter as of this tab's last write or read of the indexes: when
+    /// storage holds another, a different tab wrote since (see `refresh`).
+    pub generation: u64,
+    /// `_tp_meta`'s compaction counter as of then: while storage holds the same, other tabs only
+    /// added segments, and a reread can build on the indexes in memory.
+    pub compactions: u64,
     /// Closes the connection when another connection needs a version change (a schema upgrade
     /// or a deletion), which would otherwise wait for this one forever.
     pub _on_version_change: Closure<dyn FnMut()>,

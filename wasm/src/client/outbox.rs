@@ -51,8 +51,25 @@ impl OutboxRows {
         row.waiting.extend(waiting.into_iter().filter(|i| !row.acked.contains(i)));
     }
 
+    /// Whether the row of `segment` is known (waiting for acknowledgements).
+    pub fn contains(&self, segment: u64) -> bool {
+        self.rows.contains_key(&segment)
+    }
+
+    /// Keeps the rows still `stored`, moving the indexes `acked` names from waiting to
+    /// acknowledged: the rows as another tab left them.
+    pub fn reconcile(&mut self, stored: &BTreeSet<u64>, acked: &std::collections::HashMap<u64, BTreeSet<u32>>) {
+        self.rows.retain(|seg, _| stored.contains(seg));
+        for (seg, row) in &mut self.rows {
+            for idx in acked.get(seg).into_iter().flatten() {
+                if row.waiting.remove(idx) {
+                    row.acked.insert(*idx);
+                }
+            }
+        }
+    }
+
     /// Entries not yet acknowledged, across all rows.
-    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.rows.values().map(|r| r.waiting.len()).sum()
     }
@@ -104,6 +121,20 @@ mod tests {
         assert_eq!(rows.ack(&[outbox_id(5, 1), outbox_id(6, 0)]), vec![AckWrite::Delete(5), AckWrite::Delete(6)]);
         assert_eq!(rows.waiting(), 0);
         assert!(rows.ack(&[outbox_id(5, 1)]).is_empty(), "a repeated ack writes nothing");
+    }
+
+    #[test]
+    fn reconciling_drops_deleted_rows_and_applies_stored_acks() {
+        let mut rows = OutboxRows::default();
+        rows.add(1, [0, 1], []);
+        rows.add(2, [0, 1, 2], []);
+        rows.add(3, [0], []);
+        let stored = BTreeSet::from([2, 3]);
+        let acked = std::collections::HashMap::from([(2, BTreeSet::from([0, 2]))]);
+        rows.reconcile(&stored, &acked);
+        assert!(!rows.contains(1) && rows.contains(2) && rows.contains(3));
+        assert_eq!(rows.waiting(), 2);
+        assert_eq!(rows.ack(&[outbox_id(2, 1)]), vec![AckWrite::Delete(2)]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tidepool_core::sync::{ClientEvent, OutboxId};
 use tidepool_core::wire::{Cursor, ErrorCode};
 use wasm_bindgen::JsValue;
 
+use crate::client::open::stamp;
 use crate::client::outbox::AckWrite;
 use crate::client::{State, cursor_key, encode_cursor};
 use crate::docs::adapter::{Before, EngineDocs, provenance};
@@ -111,6 +112,7 @@ pub async fn settle(state: &mut State, touched: &HashMap<DocId, Before>) -> Resu
         state.evict(touched.keys().copied());
         return Err(e);
     }
+    state.generation += 1;
     for (store, segment) in &segments {
         let docs = changed[store].iter().filter(|c| !c.chunks.is_empty()).map(|c| (c.doc, c.key.clone()));
         state.known.add_segment(*segment, store, docs);
@@ -194,5 +196,6 @@ async fn persist(
     for (store, cursor) in cursors {
         meta.put(idb::bytes(&encode_cursor(cursor))).with_key(JsValue::from_str(&cursor_key(store))).primitive()?;
     }
+    stamp(&tx, state.generation + 1)?;
     tx::commit(tx).await
 }

@@ -7,11 +7,17 @@ use futures_util::lock::{Mutex, MutexGuard};
 
 use std::collections::HashMap;
 
+use std::ops::{Deref, DerefMut};
+
 use tidepool_core::wire::ErrorCode;
 
-use crate::client::State;
 use crate::client::remote::{self, Received};
+use crate::client::{State, maintain, refresh};
 use crate::error::Error;
+use crate::js::lock::{self, Lock};
+use crate::sync::driver::{COMPACT_ABOVE, COMPACT_STEP};
+use crate::tabs::message::Message;
+use crate::tabs::{self, Tabs};
 use crate::events::{self, Listeners, Origin, Written};
 use crate::status::{Connection, Status};
 use crate::sync::link::Link;
@@ -51,15 +57,61 @@ pub struct Shared {
     pub link: RefCell<Link>,
     status: RefCell<Status>,
     waiters: RefCell<Vec<oneshot::Sender<Result<(), Error>>>>,
+    pub tabs: Tabs,
+}
+
+/// Exclusive access to the state for an operation that writes: this tab's mutex and the
+/// database's cross-tab write lock, with the indexes caught up with what other tabs wrote.
+#[derive(Debug)]
+pub struct Exclusive<'a> {
+    guard: MutexGuard<'a, Option<State>>,
+    _write: Option<Lock>,
+}
+
+impl Deref for Exclusive<'_> {
+    type Target = Option<State>;
+    fn deref(&self) -> &Option<State> {
+        &self.guard
+    }
+}
+
+impl DerefMut for Exclusive<'_> {
+    fn deref_mut(&mut self) -> &mut Option<State> {
+        &mut self.guard
+    }
 }
 
 impl Shared {
-    pub fn new(state: State) -> Self {
-        Shared { state: Mutex::new(Some(state)), ..Default::default() }
+    pub fn new(state: State, tabs: Tabs) -> Self {
+        Shared { state: Mutex::new(Some(state)), tabs, ..Default::default() }
     }
 
+    /// This tab's mutex only: for reads, which go to the plain stores, and for what touches
+    /// nothing stored.
     pub async fn lock(&self) -> MutexGuard<'_, Option<State>> {
         self.state.lock().await
+    }
+
+    /// The mutex and the cross-tab write lock, caught up with other tabs (see `client::refresh`).
+    /// The mutex is always taken first, so no tab holds the write lock while it waits for its own
+    /// mutex.
+    pub async fn exclusive(&self) -> Result<Exclusive<'_>, Error> {
+        let mut guard = self.state.lock().await;
+        let Some(state) = guard.as_mut() else { return Ok(Exclusive { guard, _write: None }) };
+        let write = lock::acquire(&tabs::write_lock_name(&self.tabs.local_name), true, None).await?;
+        refresh::refresh(state, self.tabs.is_leader(), false).await?;
+        Ok(Exclusive { guard, _write: write })
+    }
+
+    /// Compacts a little if segments piled up; only the leader does (other tabs' segments are
+    /// compacted when the leader picks them up).
+    pub async fn compact_a_little(&self, state: &mut State) {
+        if self.tabs.is_leader() && state.known.segment_count() > COMPACT_ABOVE {
+            if let Err(e) = maintain::compact(state, COMPACT_STEP).await {
+                web_sys::console::warn_1(&format!("tidepool: compaction failed: {e}").into());
+            }
+            self.flush(state).await;
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -102,24 +154,39 @@ impl Shared {
         outcome
     }
 
-    /// Recomputes the status; tells status listeners and settles `whenSynced` waiters if it changed.
+    /// Recomputes the status; tells status listeners and settles `whenSynced` waiters if it
+    /// changed. The leader's comes from its connection and engine (and goes to the other tabs);
+    /// another tab's is the leader's as last heard (see `Tabs::follower_status`).
     pub fn refresh_status(&self, state: Option<&State>) {
+        if let Some(state) = state {
+            self.tabs.observe(state.generation, state.outbox.waiting());
+        }
+        let leader = self.tabs.is_leader();
         let link = self.link.borrow();
-        let connection = match (&link.socket, link.open) {
-            (Some(_), true) => Connection::Online,
-            (Some(_), false) => Connection::Connecting,
-            (None, _) => Connection::Offline,
+        let status = if leader {
+            let connection = match (&link.socket, link.open) {
+                (Some(_), true) => Connection::Online,
+                (Some(_), false) => Connection::Connecting,
+                (None, _) => Connection::Offline,
+            };
+            let pending = state.map_or(self.status.borrow().pending, |s| s.engine.pending());
+            let synced = connection == Connection::Online && state.is_some_and(|s| s.engine.is_idle());
+            Status { connection, pending, synced, error: link.error.clone(), leader: true }
+        } else {
+            self.tabs.follower_status()
         };
-        let pending = state.map_or(self.status.borrow().pending, |s| s.engine.pending());
-        let synced = connection == Connection::Online && state.is_some_and(|s| s.engine.is_idle());
-        let status = Status { connection, pending, synced, error: link.error.clone() };
-        let refused = link.auth_rejected || link.closed;
+        let synced = status.synced;
+        let auth_rejected = link.auth_rejected || status.error.as_ref().is_some_and(|(code, _)| code == "auth_rejected");
+        let refused = auth_rejected || link.closed;
         drop(link);
         if synced || refused {
             let outcome = || if synced { Ok(()) } else if self.link.borrow().closed { Err(Error::Closed) } else { Err(Error::AuthRejected) };
             for waiter in self.waiters.borrow_mut().drain(..) {
                 let _ = waiter.send(outcome());
             }
+        }
+        if leader && !self.link.borrow().closed {
+            self.tabs.announce(&status, false);
         }
         if *self.status.borrow() == status {
             return;
@@ -138,9 +205,9 @@ impl Shared {
             let _ = tx.send(Ok(()));
         } else if link.closed {
             let _ = tx.send(Err(Error::Closed));
-        } else if link.auth_rejected {
+        } else if link.auth_rejected || status.error.as_ref().is_some_and(|(code, _)| code == "auth_rejected") {
             let _ = tx.send(Err(Error::AuthRejected));
-        } else if link.wake.is_none() {
+        } else if self.tabs.hub.is_none() {
             let _ = tx.send(Err(Error::NoHub));
         } else {
             self.waiters.borrow_mut().push(tx);
@@ -148,14 +215,27 @@ impl Shared {
         rx
     }
 
+    /// Tells this tab's listeners and the other tabs about a stored write.
     pub fn emit(&self, store: &str, origin: Origin, written: &[Written]) {
         if written.is_empty() {
             return;
         }
         let targets = self.listeners.borrow().change_targets(store);
-        if !targets.is_empty() {
-            events::call_all(&targets, &events::change_event(store, origin, written));
+        // Built only for someone to hear it: a bulk write's event is one object per record.
+        if targets.is_empty() && !self.tabs.has_peers() {
+            return;
         }
+        let event = events::change_event(store, origin, written);
+        if self.tabs.has_peers() {
+            self.tabs.post(&Message::Changes(event.clone()));
+        }
+        events::call_all(&targets, &event);
+    }
+
+    /// Tells this tab's listeners of `store` about a change event.
+    pub fn emit_event(&self, store: &str, event: &wasm_bindgen::JsValue) {
+        let targets = self.listeners.borrow().change_targets(store);
+        events::call_all(&targets, event);
     }
 }
 

@@ -1,10 +1,9 @@
-//! An exclusive Web Lock held while a database is open in this page.
-//!
-//! Each open database keeps its documents' locations and recently used documents in memory; a
-//! second instance writing the same IndexedDB database would not see the first one's writes and
-//! could compact them away. Until instances coordinate (one leader per database), a second open of
-//! the same local database is refused with `in_use` instead of risking that, or, with
-//! `waitForLock`, waits until the first instance closes (or its page crashes) and then opens.
+//! Exclusive Web Locks: the tabs of one database take the write lock for each operation that
+//! writes, and the leader lock for as long as they lead (see `tabs`). The browser releases a lock
+//! when the page holding it closes or crashes.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use futures_channel::oneshot;
 use js_sys::{Function, Object, Promise, Reflect};
@@ -18,6 +17,7 @@ use crate::error::Error;
 pub struct Lock {
     release: Function,
     _callback: Closure<dyn FnMut(JsValue) -> JsValue>,
+    _on_reject: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Drop for Lock {
@@ -27,15 +27,16 @@ impl Drop for Lock {
 }
 
 /// Takes the lock `name` if nobody holds it, or (`wait`) once its holder releases it: the browser
-/// releases a lock when its page closes or crashes, so a waiting tab takes over. `Ok(None)` where the Web Locks API is missing
-/// (insecure contexts, old browsers): the database then opens unguarded, as before locks existed.
-pub async fn acquire(name: &str, wait: bool) -> Result<Option<Lock>, Error> {
+/// releases a lock when its page closes or crashes, so a waiting tab takes over. A wait ends with
+/// `closed` when `abort` (an `AbortSignal`) fires. `Ok(None)` where the Web Locks API is missing
+/// (insecure contexts, old browsers): tabs then cannot coordinate.
+pub async fn acquire(name: &str, wait: bool, abort: Option<&web_sys::AbortSignal>) -> Result<Option<Lock>, Error> {
     let locks = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|n| Reflect::get(&n, &"locks".into()))
         .ok()
         .filter(|l| l.is_object());
     let Some(locks) = locks else {
-        web_sys::console::warn_1(&"tidepool: the Web Locks API is unavailable; a second tab could open the same database".into());
+        web_sys::console::warn_1(&"tidepool: the Web Locks API is unavailable; tabs of one database cannot coordinate".into());
         return Ok(None);
     };
     let request: Function = Reflect::get(&locks, &"request".into())
@@ -43,9 +44,11 @@ pub async fn acquire(name: &str, wait: bool) -> Result<Option<Lock>, Error> {
         .and_then(|r| r.dyn_into().ok())
         .ok_or_else(|| Error::Internal("navigator.locks.request is not a function".into()))?;
     let (tx, rx) = oneshot::channel::<Option<Function>>();
-    let mut tx = Some(tx);
+    // Shared with the rejection handler: an aborted wait settles the request without a callback.
+    let tx = Rc::new(RefCell::new(Some(tx)));
+    let granted = tx.clone();
     let callback = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |lock: JsValue| {
-        let Some(tx) = tx.take() else { return JsValue::UNDEFINED };
+        let Some(tx) = granted.borrow_mut().take() else { return JsValue::UNDEFINED };
         if lock.is_null() {
             let _ = tx.send(None);
             return JsValue::UNDEFINED;
@@ -58,13 +61,21 @@ pub async fn acquire(name: &str, wait: bool) -> Result<Option<Lock>, Error> {
     });
     let options = Object::new();
     let _ = Reflect::set(&options, &"ifAvailable".into(), &(!wait).into());
+    if let (true, Some(abort)) = (wait, abort) {
+        let _ = Reflect::set(&options, &"signal".into(), abort);
+    }
     let name = JsValue::from_str(&format!("tidepool:{name}"));
-    request
+    let requested = request
         .call3(&locks, &name, &options, callback.as_ref().unchecked_ref())
         .map_err(|e| Error::Internal(format!("navigator.locks.request failed: {e:?}")))?;
+    // The request is rejected when the wait is aborted; dropping the sender ends the wait below.
+    let on_reject = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| drop(tx.borrow_mut().take()));
+    if let Ok(requested) = requested.dyn_into::<Promise>() {
+        let _ = requested.catch(&on_reject);
+    }
     match rx.await {
-        Ok(Some(release)) => Ok(Some(Lock { release, _callback: callback })),
+        Ok(Some(release)) => Ok(Some(Lock { release, _callback: callback, _on_reject: on_reject })),
         Ok(None) => Err(Error::InUse(name.as_string().unwrap_or_default())),
-        Err(_) => Err(Error::Internal("the lock request was dropped".into())),
+        Err(_) => Err(Error::Closed),
     }
 }

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 
 use crate::client::shared::{Delivery, Shared};
-use crate::client::{maintain, remote};
+use crate::client::remote;
 use crate::js::global;
 use crate::sync::backoff::Backoff;
 use crate::sync::socket::{Input, Socket};
@@ -94,7 +94,13 @@ async fn connection(shared: &Shared, generation: u64, inbox: &mut UnboundedRecei
                         link.error = None;
                     }
                 }
-                let mut guard = shared.lock().await;
+                let mut guard = match shared.exclusive().await {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        shared.link.borrow_mut().error = Some((e.code().into(), e.to_string()));
+                        return;
+                    }
+                };
                 let Some(state) = guard.as_mut() else { return };
                 state.engine.connected();
                 shared.flush(state).await;
@@ -117,17 +123,22 @@ async fn connection(shared: &Shared, generation: u64, inbox: &mut UnboundedRecei
 }
 
 async fn handle_frame(shared: &Shared, frame: &[u8]) -> Delivery {
-    let mut guard = shared.lock().await;
+    let mut guard = match shared.exclusive().await {
+        Ok(guard) => guard,
+        Err(e) => {
+            web_sys::console::error_1(&format!("tidepool: could not read storage before a frame: {e}").into());
+            if let Some(state) = shared.lock().await.as_mut() {
+                state.engine.disconnected();
+            }
+            shared.link.borrow_mut().error = Some((e.code().into(), e.to_string()));
+            return Delivery::Disconnect;
+        }
+    };
     let Some(state) = guard.as_mut() else { return Delivery::Disconnect };
     match remote::receive(state, frame).await {
         Ok(received) => {
             let outcome = shared.deliver(state, &received);
-            if state.known.segment_count() > COMPACT_ABOVE {
-                if let Err(e) = maintain::compact(state, COMPACT_STEP).await {
-                    web_sys::console::warn_1(&format!("tidepool: compaction failed: {e}").into());
-                }
-                shared.flush(state).await;
-            }
+            shared.compact_a_little(state).await;
             outcome
         }
         Err(e) => {
