@@ -7,11 +7,11 @@
 //
 // Usage: node demo/tests/offline.mjs HUB_BINARY DEMO_SITE [CHROMEDRIVER]   (make test-demo-offline)
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { Browser, children, freePort, start, stop } from "../../wasm/scripts/browser.mjs";
+import { Browser, freePort, start, stop, runMain } from "../../wasm/scripts/browser.mjs";
 
 const [hubBinary, site, chromedriverBinary = "/usr/bin/chromedriver"] = process.argv.slice(2);
 if (!hubBinary || !site) {
@@ -115,14 +115,4 @@ async function main() {
   }
 }
 
-let failed = false;
-try {
-  await main();
-} catch (error) {
-  failed = true;
-  console.error(error instanceof Error ? error.stack || error.message : error);
-} finally {
-  await Promise.all([...children].map(stop));
-  rmSync(work, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await runMain(main, work);

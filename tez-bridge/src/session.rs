@@ -9,7 +9,6 @@
 //! was killed is found and killed like a one-shot run's DAG.
 
 use std::collections::VecDeque;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,11 +49,7 @@ impl Session {
     /// Starts a session for `job` against the file system `default_fs` and waits until it takes
     /// requests (or fails, with the runner's last words).
     pub async fn start(job: &JobSpec, default_fs: &str) -> Result<Session, TezError> {
-        let runner = job.tez.runner_dir.clone().unwrap_or_else(tez::default_runner_dir);
-        let jar = runner.join("tidepool-tez.jar");
-        if !jar.exists() {
-            return Err(TezError::NotBuilt(jar));
-        }
+        let runner = tez::built_runner(job)?;
         // A session of an earlier bridge that was killed may still hold a YARN application.
         let left = tez::kill_yarn_apps(job)?;
         if !left.trim().is_empty() {
@@ -66,14 +61,7 @@ impl Session {
         // The session's name is the job's: on YARN it tags the application with the job.
         cmd.args(["--name", &job.name, "--fs-default", default_fs]);
         cmd.args(tez::cluster_args(job, scratch.path()));
-        let java = tez::java(job).display().to_string();
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| TezError::Spawn { java, source })?;
+        let mut child = tez::spawn_piped(&mut cmd, job)?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
             unreachable!("all three streams are piped");
         };

@@ -70,14 +70,30 @@ pub(crate) fn java(job: &JobSpec) -> PathBuf {
     })
 }
 
-/// The full command line for a job's DAG over `input`, writing `output`, with the JVM's
-/// temporary files under `scratch`.
-pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scratch: &Path) -> Result<Command, TezError> {
+/// The job's runner build directory, once its jar is known to be there.
+pub(crate) fn built_runner(job: &JobSpec) -> Result<PathBuf, TezError> {
     let runner = job.tez.runner_dir.clone().unwrap_or_else(default_runner_dir);
     let jar = runner.join("tidepool-tez.jar");
     if !jar.exists() {
         return Err(TezError::NotBuilt(jar));
     }
+    Ok(runner)
+}
+
+/// Starts a JVM command with stdin, stdout and stderr piped, killed if its handle is dropped.
+pub(crate) fn spawn_piped(cmd: &mut Command, job: &JobSpec) -> Result<tokio::process::Child, TezError> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| TezError::Spawn { java: java(job).display().to_string(), source })
+}
+
+/// The full command line for a job's DAG over `input`, writing `output`, with the JVM's
+/// temporary files under `scratch`.
+pub fn command(job: &JobSpec, default_fs: &str, input: &str, output: &str, scratch: &Path) -> Result<Command, TezError> {
+    let runner = built_runner(job)?;
     let mut cmd = jvm(job, scratch);
     let mut classpath = runner_classpath(job, &runner);
     if let DagSpec::User { jar, .. } = &job.dag {
@@ -191,16 +207,12 @@ pub fn yarn_tag(job: &JobSpec) -> String {
 /// `YarnApps`, waiting for it; returns what it printed. Nothing to do in local mode.
 pub fn kill_yarn_apps(job: &JobSpec) -> Result<String, TezError> {
     let Some(conf) = &job.tez.conf_dir else { return Ok(String::new()) };
-    let runner = job.tez.runner_dir.clone().unwrap_or_else(default_runner_dir);
-    let jar = runner.join("tidepool-tez.jar");
-    if !jar.exists() {
-        return Err(TezError::NotBuilt(jar));
-    }
+    let runner = built_runner(job)?;
     let java = java(job);
     let out = std::process::Command::new(&java)
         .args(JAVA17_OPENS)
         .arg("-cp")
-        .arg(format!("{}:{}", jar.display(), runner.join("lib/*").display()))
+        .arg(format!("{}:{}", runner.join("tidepool-tez.jar").display(), runner.join("lib/*").display()))
         .arg("dev.tidepool.tez.YarnApps")
         .arg(conf)
         .arg("kill")
@@ -246,13 +258,7 @@ pub async fn run(job: &JobSpec, default_fs: &str, input: &str, output: &str) -> 
     let mut cmd = command(job, default_fs, input, output, scratch.path())?;
     let java = format!("{}", java(job).display());
     let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| TezError::Spawn { java: java.clone(), source })?;
+    let mut child = spawn_piped(&mut cmd, job)?;
     // Held, never written, until the JVM has exited: its end-of-file tells the runner that the
     // bridge is gone, however it ended.
     let _stdin = child.stdin.take();

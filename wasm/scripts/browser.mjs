@@ -3,11 +3,30 @@
 // session with waits that poll the page and report what it shows when they time out.
 
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { createServer } from "node:net";
 
 export const WAIT_MS = 30_000;
 /** Every process started here and still running, so a test can stop them all. */
 export const children = new Set();
+
+/**
+ * Runs a test's `main`, then, whatever happened, stops every process it started and removes
+ * its `work` directory; exits 1 (after printing the error) if `main` failed.
+ */
+export async function runMain(main, work) {
+  let failed = false;
+  try {
+    await main();
+  } catch (error) {
+    failed = true;
+    console.error(error instanceof Error ? error.stack || error.message : error);
+  } finally {
+    await Promise.all([...children].map(stop));
+    rmSync(work, { recursive: true, force: true });
+  }
+  process.exit(failed ? 1 : 0);
+}
 
 export function freePort() {
   return new Promise((resolve, reject) => {

@@ -6,12 +6,12 @@
 // Usage: node wasm/scripts/npm-test.mjs TARBALL HUB_BINARY [CHROMEDRIVER]   (make test-npm)
 
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { Browser, WAIT_MS, children, freePort, start, stop } from "./browser.mjs";
+import { Browser, WAIT_MS, freePort, start, runMain } from "./browser.mjs";
 
 const ESBUILD_VERSION = "0.28.2";
 const [tarball, hubBinary, chromedriverBinary = "/usr/bin/chromedriver"] = process.argv.slice(2);
@@ -88,14 +88,4 @@ async function main() {
   }
 }
 
-let failed = false;
-try {
-  await main();
-} catch (error) {
-  failed = true;
-  console.error(error instanceof Error ? error.stack || error.message : error);
-} finally {
-  await Promise.all([...children].map(stop));
-  rmSync(work, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await runMain(main, work);

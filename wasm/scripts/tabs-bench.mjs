@@ -11,12 +11,12 @@
 //
 // Usage: node wasm/scripts/tabs-bench.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]
 
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { Browser, WAIT_MS, children, freePort, start, stop } from "./browser.mjs";
+import { Browser, WAIT_MS, freePort, start, runMain } from "./browser.mjs";
 
 const [moduleDir, hubBinary, chromedriverBinary = "/usr/bin/chromedriver"] = process.argv.slice(2);
 if (!moduleDir || !hubBinary) {
@@ -157,14 +157,4 @@ async function main() {
   }
 }
 
-let failed = false;
-try {
-  await main();
-} catch (error) {
-  failed = true;
-  console.error(error instanceof Error ? error.stack || error.message : error);
-} finally {
-  await Promise.all([...children].map(stop));
-  rmSync(work, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await runMain(main, work);
