@@ -314,7 +314,7 @@ def main():
     pending = [
         "Core put against raw Automerge: below its 0.5x target (see `make bench-core`); not profiled and improved yet.",
         "Hub against automerge-repo at N = 10, 50 and 200 clients with R = 1,000 on an idle machine: the figures "
-        "below come from a busy machine or smaller runs; rerun `make bench-vs-repo` alone on an idle one.",
+        "above come from a busy machine or smaller runs; rerun `make bench-vs-repo` alone on an idle one.",
     ]
     sections = defaultdict(list)
     for r in rows:
