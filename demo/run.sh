@@ -49,7 +49,7 @@ fi
     --read tasks --read project_stats --write tasks --write project_stats --ttl 30days >"$state/bridge.token"
 
 job() {
-    local name="$1" dag="$2"
+    local name="$1" top="$2" dag="$3"
     cat >"$state/jobs/$name.toml" <<EOF
 name = "$name"
 hub = "ws://$addr/v1/sync"
@@ -57,6 +57,7 @@ token_file = "../bridge.token"
 db = "app"
 store = "tasks"
 base = "$state/analytics"
+$top
 
 [dag]
 $dag
@@ -65,10 +66,11 @@ $dag
 runner_dir = "$runner"
 EOF
 }
-job task-sizes "kind = \"enrich\"
+# Sizes depend on a task alone: each run computes only the tasks changed since the last one.
+job task-sizes "incremental = true" "kind = \"enrich\"
 [dag.fields]
 size = \"if(hours >= 8, 'large', if(hours >= 3, 'medium', 'small'))\""
-job project-stats 'kind = "aggregate"
+job project-stats "" 'kind = "aggregate"
 group_by = ["project"]
 aggregates = ["count", "sum:hours", "avg:hours"]
 results_store = "project_stats"
