@@ -11,19 +11,18 @@
 //
 // Usage: node wasm/scripts/tabs-bench.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]
 
-import { copyFileSync, mkdirSync, mkdtempSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-import { Browser, WAIT_MS, freePort, start, runMain } from "./browser.mjs";
+import { WAIT_MS, runMain } from "./browser.mjs";
+import { openTabsSite } from "./tabs-site.mjs";
 
 const [moduleDir, hubBinary, chromedriverBinary = "/usr/bin/chromedriver"] = process.argv.slice(2);
 if (!moduleDir || !hubBinary) {
   console.error("usage: node tabs-bench.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]");
   process.exit(2);
 }
-const here = dirname(fileURLToPath(import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tidepool-tabs-bench-"));
 const WRITES = 200;
 const TAKEOVERS = 9;
@@ -48,15 +47,7 @@ function percentile(values, p) {
 const round1 = (v) => Math.round(v * 10) / 10;
 
 async function main() {
-  const site = join(work, "site");
-  mkdirSync(site);
-  for (const file of ["tidepool_wasm.js", "tidepool_wasm_bg.wasm"]) copyFileSync(join(moduleDir, file), join(site, file));
-  for (const file of ["index.html", "app.js"]) copyFileSync(join(here, "..", "tests", "tabs", file), join(site, file));
-  const [hubPort, driverPort] = [await freePort(), await freePort()];
-  await start("hub", hubBinary, ["serve", "--listen", `127.0.0.1:${hubPort}`, "--data", join(work, "hub"), "--insecure-dev", "--static-dir", site], /listening on /);
-  await start("chromedriver", chromedriverBinary, [`--port=${driverPort}`], /started successfully/);
-  const browser = new Browser(`http://127.0.0.1:${driverPort}`);
-  await browser.open();
+  const { hubUrl, browser } = await openTabsSite(work, moduleDir, hubBinary, chromedriverBinary);
   const run = async (handle, script, ...args) => {
     await browser.switchTo(handle);
     return browser.run(script, ...args);
@@ -66,7 +57,7 @@ async function main() {
     // A new tab opens from a tab that is still there.
     await browser.switchTo(blank);
     const handle = await browser.newTab();
-    await browser.go(`http://127.0.0.1:${hubPort}/?db=${db}&local=${local}`);
+    await browser.go(`${hubUrl}/?db=${db}&local=${local}`);
     await until(`the tab of ${local} is ready`, async () => {
       const [ready, error] = await browser.run("return [document.body.dataset.ready, document.body.dataset.error]");
       if (error) throw new Error(error);

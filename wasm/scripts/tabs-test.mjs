@@ -8,19 +8,18 @@
 // Usage: node wasm/scripts/tabs-test.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]   (make test-wasm-tabs)
 // MODULE_DIR holds tidepool_wasm.js and tidepool_wasm_bg.wasm (wasm-bindgen --target web).
 
-import { copyFileSync, mkdirSync, mkdtempSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-import { Browser, WAIT_MS, freePort, start, runMain } from "./browser.mjs";
+import { WAIT_MS, runMain } from "./browser.mjs";
+import { openTabsSite } from "./tabs-site.mjs";
 
 const [moduleDir, hubBinary, chromedriverBinary = "/usr/bin/chromedriver"] = process.argv.slice(2);
 if (!moduleDir || !hubBinary) {
   console.error("usage: node tabs-test.mjs MODULE_DIR HUB_BINARY [CHROMEDRIVER]");
   process.exit(2);
 }
-const here = dirname(fileURLToPath(import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tidepool-tabs-test-"));
 /** Records each tab writes per burst: enough that a takeover lands in the middle of one. */
 const BURST = 150;
@@ -123,19 +122,10 @@ class Tabs {
 }
 
 async function main() {
-  const site = join(work, "site");
-  mkdirSync(site);
-  for (const file of ["tidepool_wasm.js", "tidepool_wasm_bg.wasm"]) copyFileSync(join(moduleDir, file), join(site, file));
-  for (const file of ["index.html", "app.js"]) copyFileSync(join(here, "..", "tests", "tabs", file), join(site, file));
-
-  const [hubPort, driverPort] = [await freePort(), await freePort()];
-  await start("hub", hubBinary, ["serve", "--listen", `127.0.0.1:${hubPort}`, "--data", join(work, "hub"), "--insecure-dev", "--static-dir", site], /listening on /);
-  await start("chromedriver", chromedriverBinary, [`--port=${driverPort}`], /started successfully/);
-  const browser = new Browser(`http://127.0.0.1:${driverPort}`);
-  await browser.open();
+  const { hubUrl, browser } = await openTabsSite(work, moduleDir, hubBinary, chromedriverBinary);
   try {
     const db = `tabs-${Date.now()}`;
-    const tabs = new Tabs(browser, (local) => `http://127.0.0.1:${hubPort}/?db=${db}&local=${local}`);
+    const tabs = new Tabs(browser, (local) => `${hubUrl}/?db=${db}&local=${local}`);
     const blank = await browser.tab();
     const device = await tabs.open(`${db}-device`);
     const shared = `${db}-shared`;
