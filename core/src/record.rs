@@ -17,7 +17,9 @@ use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
 use crate::value::{PathSegment, Value, ValueError};
 use crate::wire::Payload;
 
+mod put_cache;
 mod update;
+use put_cache::PutCache;
 pub use update::{FieldUpdate, Patch};
 
 /// What went wrong with a record operation.
@@ -71,6 +73,9 @@ pub struct Record {
     id: DocId,
     key: Vec<u8>,
     doc: AutoCommit,
+    /// The value's fields as of given heads, kept by `put` so the next put reads only the fields
+    /// that differ; never consulted once the heads have moved.
+    put_cache: Option<PutCache>,
 }
 
 impl Record {
@@ -85,14 +90,14 @@ impl Record {
         let id = DocId::from_encoded_key(store, &key);
         let mut doc = genesis();
         doc.set_actor(actor.clone());
-        Record { id, key, doc }
+        Record { id, key, doc, put_cache: None }
     }
 
     /// A record without identity, for computing changes whose bytes do not depend on the key.
     pub(crate) fn blank(actor: &ActorId) -> Record {
         let mut doc = genesis();
         doc.set_actor(actor.clone());
-        Record { id: DocId::from_encoded_key(&StoreRef::new("", ""), &[]), key: Vec::new(), doc }
+        Record { id: DocId::from_encoded_key(&StoreRef::new("", ""), &[]), key: Vec::new(), doc, put_cache: None }
     }
 
     /// Builds a record from Automerge bytes from a peer (untrusted).
@@ -106,7 +111,7 @@ impl Record {
             Payload::Document(bytes) => {
                 let id = DocId::from_encoded_key(store, &key);
                 let doc = foreign::load_document(bytes)?.with_actor(actor.clone());
-                Ok(Record { id, key, doc })
+                Ok(Record { id, key, doc, put_cache: None })
             }
             Payload::Changes(_) => {
                 let mut record = Self::with_encoded_key(store, key, actor);
@@ -158,7 +163,43 @@ impl Record {
 
     /// Makes the record hold `value` with the fewest operations. Returns `None` when the value is
     /// already there (no change is made, so nothing needs syncing).
+    ///
+    /// The operations are those of reconciling the whole value against the document; a record
+    /// put before keeps that put's fields and, while its heads have not moved, reads from the
+    /// document only the fields whose values differ (the operations and bytes are the same).
     pub fn put(&mut self, value: &Value, time: i64) -> Result<Option<LocalChange>, RecordError> {
+        value.validate()?;
+        let Value::Object(fields) = value else {
+            self.put_cache = None;
+            return self.put_uncached(value, time);
+        };
+        let heads = self.doc.get_heads();
+        // A cache valid at these heads was kept by a put onto an existing record, and nothing
+        // has happened since; otherwise only an existing record gets one (a put onto a deleted
+        // or new record also writes `live`, which the cached path does not decide).
+        let cache = match self.put_cache.take().filter(|c| c.valid_at(&heads)) {
+            Some(cache) => cache,
+            None if self.exists() => match PutCache::read(&self.doc, heads) {
+                Some(cache) => cache,
+                None => return self.put_uncached(value, time),
+            },
+            None => return self.put_uncached(value, time),
+        };
+        let mut touched = Vec::new();
+        let result = cache.reconcile(&mut self.doc, fields, &mut touched).map_err(RecordError::from).and_then(|()| {
+            if self.doc.pending_ops() > 0 {
+                mark_live(&mut self.doc)?;
+            }
+            Ok(())
+        });
+        let change = self.finish(result, time)?;
+        let heads = self.doc.get_heads();
+        self.put_cache = cache.after_put(&self.doc, fields, &touched, heads);
+        Ok(change)
+    }
+
+    /// A put that reconciles the whole value against the document (the reference behaviour).
+    pub(crate) fn put_uncached(&mut self, value: &Value, time: i64) -> Result<Option<LocalChange>, RecordError> {
         value.validate()?;
         let result = self.reconcile_root(value).and_then(|()| {
             if self.doc.pending_ops() > 0 || !self.exists() {

@@ -146,40 +146,64 @@ impl Value {
 
     /// Reads the whole object `obj` of a document as a value.
     pub(crate) fn read_object<D: ReadDoc>(doc: &D, obj: &ObjId) -> Result<Value, ValueError> {
-        Self::read_object_at(doc, obj, 0)
+        Ok(Self::read_object_at(doc, obj, 0, false)?.unwrap_or(Value::Null))
     }
 
-    fn read_object_at<D: ReadDoc>(doc: &D, obj: &ObjId, depth: usize) -> Result<Value, ValueError> {
+    /// As [`Value::read_object`], or `None` when the object holds a table somewhere: a table
+    /// reads as an object, but a put does not edit it in place as it does a map.
+    pub(crate) fn read_object_exact<D: ReadDoc>(doc: &D, obj: &ObjId) -> Result<Option<Value>, ValueError> {
+        Self::read_object_at(doc, obj, 0, true)
+    }
+
+    /// The value at `obj[prop]` as [`Value::read_object_exact`] reads objects; `None` also when
+    /// nothing is there.
+    pub(crate) fn read_prop_exact<D: ReadDoc>(doc: &D, obj: &ObjId, prop: &str) -> Result<Option<Value>, ValueError> {
+        match doc.get(obj, prop) {
+            Ok(Some((automerge::Value::Scalar(s), _))) => Value::from_scalar(&s).map(Some),
+            Ok(Some((automerge::Value::Object(_), id))) => Self::read_object_at(doc, &id, 1, true),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_object_at<D: ReadDoc>(
+        doc: &D,
+        obj: &ObjId,
+        depth: usize,
+        exact: bool,
+    ) -> Result<Option<Value>, ValueError> {
         if depth > MAX_VALUE_DEPTH {
             return Err(ValueError::TooDeep);
         }
-        let child = |v: automerge::Value<'_>, id: ObjId| -> Result<Value, ValueError> {
+        let child = |v: automerge::Value<'_>, id: ObjId| -> Result<Option<Value>, ValueError> {
             match v {
-                automerge::Value::Scalar(s) => Value::from_scalar(&s),
-                automerge::Value::Object(_) => Self::read_object_at(doc, &id, depth + 1),
+                automerge::Value::Scalar(s) => Value::from_scalar(&s).map(Some),
+                automerge::Value::Object(_) => Self::read_object_at(doc, &id, depth + 1, exact),
             }
         };
         match doc.object_type(obj) {
+            Ok(ObjType::Table) if exact => Ok(None),
             Ok(ObjType::Map) | Ok(ObjType::Table) => {
                 let mut fields = BTreeMap::new();
                 for key in doc.keys(obj) {
                     if let Ok(Some((v, id))) = doc.get(obj, key.as_str()) {
-                        fields.insert(key, child(v, id)?);
+                        let Some(value) = child(v, id)? else { return Ok(None) };
+                        fields.insert(key, value);
                     }
                 }
-                Ok(Value::Object(fields))
+                Ok(Some(Value::Object(fields)))
             }
             Ok(ObjType::List) => {
                 let mut items = Vec::with_capacity(doc.length(obj));
                 for i in 0..doc.length(obj) {
                     if let Ok(Some((v, id))) = doc.get(obj, i) {
-                        items.push(child(v, id)?);
+                        let Some(value) = child(v, id)? else { return Ok(None) };
+                        items.push(value);
                     }
                 }
-                Ok(Value::Array(items))
+                Ok(Some(Value::Array(items)))
             }
-            Ok(ObjType::Text) => Ok(Value::Text(doc.text(obj).unwrap_or_default())),
-            Err(_) => Ok(Value::Null),
+            Ok(ObjType::Text) => Ok(Some(Value::Text(doc.text(obj).unwrap_or_default()))),
+            Err(_) => Ok(Some(Value::Null)),
         }
     }
 }

@@ -1,0 +1,234 @@
+//! The put cache: a record's fields as its last put left them, so the next put compares the new
+//! value with them in memory and reads from the document only the fields that differ.
+//!
+//! A put reconciles the whole value against the document, which reads every field. A field whose
+//! value equals the one the document holds produces no operation, so skipping it changes nothing:
+//! the cached put makes the same operations, in the same order, as the full reconciliation
+//! (the tests below check the bytes). The cache is only trusted at the heads it was read at;
+//! any other edit, merge or delete moves the heads and the next put reads the document again.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
+
+use crate::layout::VALUE;
+use crate::reconcile::{ReconcileError, reconcile_prop};
+use crate::value::Value;
+
+/// The fields of a record's value object, exactly as the document held them at `heads`.
+#[derive(Debug, Clone)]
+pub(super) struct PutCache {
+    heads: Vec<ChangeHash>,
+    obj: ObjId,
+    fields: BTreeMap<String, Value>,
+}
+
+impl PutCache {
+    /// Reads the value object of `doc` at its current `heads`; `None` when the value is not an
+    /// object or holds something a value cannot state exactly.
+    pub(super) fn read(doc: &AutoCommit, heads: Vec<ChangeHash>) -> Option<PutCache> {
+        let Ok(Some((automerge::Value::Object(ObjType::Map), obj))) = doc.get(ROOT, VALUE) else {
+            return None;
+        };
+        let Ok(Some(Value::Object(fields))) = Value::read_object_exact(doc, &obj) else {
+            return None;
+        };
+        Some(PutCache { heads, obj, fields })
+    }
+
+    pub(super) fn valid_at(&self, heads: &[ChangeHash]) -> bool {
+        self.heads == heads
+    }
+
+    /// Makes the value object hold exactly `new` as the full reconciliation would: fields that
+    /// are gone are deleted in key order, then every field that differs from the cache is
+    /// written, in key order: a scalar over a plain scalar by a put, anything else reconciled
+    /// against the document (the names of those go to `touched`).
+    pub(super) fn reconcile(
+        &self,
+        doc: &mut AutoCommit,
+        new: &BTreeMap<String, Value>,
+        touched: &mut Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        for key in self.fields.keys().filter(|k| !new.contains_key(*k)) {
+            doc.delete(&self.obj, key.as_str())?;
+        }
+        for (key, value) in new {
+            let old = self.fields.get(key);
+            if old == Some(value) {
+                continue;
+            }
+            match (old.is_none_or(is_plain_scalar), value.to_scalar()) {
+                // What the full reconciliation does here, without reading the document first:
+                // a plain scalar (or nothing) that differs from a scalar is replaced by a put,
+                // and the document then holds exactly `value`.
+                (true, Some(scalar)) => {
+                    doc.put(&self.obj, key.as_str(), scalar)?;
+                }
+                _ => {
+                    reconcile_prop(doc, &self.obj, Prop::Map(key.clone()), value)?;
+                    touched.push(key.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache after a put of `new` that reconciled `touched` and left the document at
+    /// `heads`: other fields were already equal or were put as they are; touched ones are read
+    /// back, since the document may hold them differently (a string put onto text stays text).
+    pub(super) fn after_put(
+        mut self,
+        doc: &AutoCommit,
+        new: &BTreeMap<String, Value>,
+        touched: &[String],
+        heads: Vec<ChangeHash>,
+    ) -> Option<PutCache> {
+        self.fields.retain(|k, _| new.contains_key(k));
+        for (key, value) in new {
+            if self.fields.get(key) != Some(value) {
+                self.fields.insert(key.clone(), value.clone());
+            }
+        }
+        for key in touched {
+            let value = Value::read_prop_exact(doc, &self.obj, key).ok()??;
+            self.fields.insert(key.clone(), value);
+        }
+        self.heads = heads;
+        Some(self)
+    }
+}
+
+/// A scalar the document holds as itself: a put replaces it (a counter is incremented instead).
+fn is_plain_scalar(value: &Value) -> bool {
+    value.to_scalar().is_some() && !matches!(value, Value::Counter(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use automerge::ActorId;
+    use proptest::prelude::*;
+
+    use crate::value::{PathSegment, Value};
+    use crate::wire::Payload;
+    use crate::{Key, Record, StoreRef};
+
+    /// One step of a record's life between puts.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Put(Value),
+        /// Another peer puts this value and its change is merged.
+        Remote(Value),
+        Delete,
+        Increment(String, i64),
+        Splice(String, String),
+    }
+
+    fn arb_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0i64..3).prop_map(Value::Int),
+            (0i64..3).prop_map(Value::Counter),
+            "[xy]{0,2}".prop_map(Value::String),
+            "[xy]{0,2}".prop_map(Value::Text),
+            Just(Value::Float(f64::NAN)),
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let nested = arb_leaf().prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[pq]", inner, 0..3).prop_map(Value::Object),
+            ]
+        });
+        prop_oneof![
+            8 => proptest::collection::btree_map("[a-d]", nested, 0..4).prop_map(Value::Object),
+            1 => arb_leaf(),
+        ]
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => arb_value().prop_map(Step::Put),
+            2 => arb_value().prop_map(Step::Remote),
+            1 => Just(Step::Delete),
+            1 => ("[a-d]", -2i64..3).prop_map(|(f, d)| Step::Increment(f, d)),
+            1 => ("[a-d]", "[xy]{0,2}").prop_map(|(f, s)| Step::Splice(f, s)),
+        ]
+    }
+
+    fn record(actor: u8) -> Record {
+        Record::new(&StoreRef::new("db", "items"), &Key::from("k"), &ActorId::from([actor; 16])).expect("key")
+    }
+
+    proptest! {
+        /// A put with the cache makes the same change, byte for byte, as reconciling the whole
+        /// value, whatever happened to the record before.
+        #[test]
+        fn cached_put_makes_the_change_a_full_reconcile_makes(steps in proptest::collection::vec(arb_step(), 1..12)) {
+            let mut cached = record(1);
+            let mut reference = record(1);
+            let mut peer = record(2);
+            for (time, step) in steps.into_iter().enumerate() {
+                let time = time as i64;
+                match step {
+                    Step::Put(value) => {
+                        let a = cached.put(&value, time).map(|c| c.map(|c| c.bytes));
+                        let b = reference.put_uncached(&value, time).map(|c| c.map(|c| c.bytes));
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                    }
+                    Step::Remote(value) => {
+                        let ours = Payload::Changes(reference.changes_since(&[]));
+                        peer.apply(&ours).expect("apply ours");
+                        let _ = peer.put_uncached(&value, time);
+                        let theirs = Payload::Changes(peer.changes_since(&[]));
+                        cached.apply(&theirs).expect("apply theirs");
+                        reference.apply(&theirs).expect("apply theirs");
+                    }
+                    Step::Delete => {
+                        let a = cached.delete(time).expect("delete").map(|c| c.bytes);
+                        let b = reference.delete(time).expect("delete").map(|c| c.bytes);
+                        prop_assert_eq!(a, b);
+                    }
+                    Step::Increment(field, delta) => {
+                        let path = [PathSegment::Field(field)];
+                        let a = cached.increment(&path, delta, time).map(|c| c.bytes);
+                        let b = reference.increment(&path, delta, time).map(|c| c.bytes);
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                    }
+                    Step::Splice(field, text) => {
+                        let path = [PathSegment::Field(field)];
+                        let a = cached.splice_text(&path, 0, 0, &text, time).map(|c| c.map(|c| c.bytes));
+                        let b = reference.splice_text(&path, 0, 0, &text, time).map(|c| c.map(|c| c.bytes));
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                    }
+                }
+                prop_assert_eq!(cached.heads(), reference.heads());
+                prop_assert_eq!(cached.get().expect("get"), reference.get().expect("get"));
+            }
+        }
+    }
+
+    /// The cache is what makes repeated puts cheap: a put of an unchanged value reads nothing
+    /// and makes nothing, and a changed field is all that is written.
+    #[test]
+    fn a_repeated_put_only_writes_the_changed_field() {
+        let mut r = record(1);
+        let mut fields: BTreeMap<String, Value> =
+            [("a".to_owned(), Value::Int(1)), ("b".to_owned(), Value::from("x"))].into_iter().collect();
+        r.put(&Value::Object(fields.clone()), 0).expect("put");
+        r.put(&Value::Object(fields.clone()), 1).expect("put");
+        assert!(r.put_cache.is_some(), "the second put keeps a cache");
+        assert!(r.put(&Value::Object(fields.clone()), 2).expect("put").is_none());
+        fields.insert("a".to_owned(), Value::Int(2));
+        let change = r.put(&Value::Object(fields.clone()), 3).expect("put").expect("a change");
+        let decoded = automerge::Change::try_from(change.bytes.as_slice()).expect("change parses");
+        assert_eq!(decoded.len(), 2, "one op for the field, one for live");
+        assert_eq!(r.get().expect("get"), Some(Value::Object(fields)));
+    }
+}
