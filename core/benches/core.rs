@@ -43,8 +43,8 @@ fn tidepool_puts(n: usize) {
     black_box(r.heads());
 }
 
-/// Raw Automerge: the same document shape, writing just the changed field and committing.
-fn raw_puts(n: usize) {
+/// A raw Automerge document of the benchmark's shape, and its value object.
+fn raw_doc() -> (AutoCommit, automerge::ObjId) {
     let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
     let obj = doc.put_object(ROOT, "v", ObjType::Map).expect("put");
     doc.put(&obj, "title", "item 1").expect("put");
@@ -53,6 +53,12 @@ fn raw_puts(n: usize) {
     let tags = doc.put_object(&obj, "tags", ObjType::List).expect("put");
     doc.insert(&tags, 0, "a").expect("insert");
     doc.insert(&tags, 1, "b").expect("insert");
+    (doc, obj)
+}
+
+/// Raw Automerge: the same document shape, writing just the changed field and committing.
+fn raw_puts(n: usize) {
+    let (mut doc, obj) = raw_doc();
     for round in 0..n {
         doc.put(&obj, "round", round as i64).expect("put");
         doc.commit_with(CommitOptions::default().with_time(round as i64));
@@ -63,14 +69,7 @@ fn raw_puts(n: usize) {
 /// Raw Automerge doing what a Tidepool put writes and returns: the changed field, an edit count
 /// beside it (the op that lets an edit win over a concurrent delete), and the change's bytes.
 fn raw_puts_same_ops(n: usize) {
-    let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
-    let obj = doc.put_object(ROOT, "v", ObjType::Map).expect("put");
-    doc.put(&obj, "title", "item 1").expect("put");
-    doc.put(&obj, "done", false).expect("put");
-    doc.put(&obj, "priority", 1i64).expect("put");
-    let tags = doc.put_object(&obj, "tags", ObjType::List).expect("put");
-    doc.insert(&tags, 0, "a").expect("insert");
-    doc.insert(&tags, 1, "b").expect("insert");
+    let (mut doc, obj) = raw_doc();
     for round in 0..n {
         doc.put(&obj, "round", round as i64).expect("put");
         doc.put(ROOT, "edits", round as i64 + 1).expect("put");

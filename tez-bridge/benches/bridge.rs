@@ -4,7 +4,7 @@
 //!
 //! For each size, on a fresh hub holding the store:
 //! - `tidepool-bridge snapshot`, timed from process start to exit (connect, export, HDFS write),
-//!   against a raw hdfs-native write of the same bytes (the snapshot's part file, read back) in
+//!   against a raw hdfs-native write of the same bytes (the snapshot's two files, read back) in
 //!   the same round; rounds interleaved, medians reported. Peak RSS of the bridge (`VmHWM`) and
 //!   of the hub during the snapshot (its peak reset through `/proc/<pid>/clear_refs` first).
 //! - `tidepool-bridge run` of an enrich job: wall time, the phase split from the run's state,
@@ -154,7 +154,7 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
     let base = format!("{namenode}/bench-{n}");
     let fs = RunFs::open(&base).expect("hdfs");
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
-    let (mut bridge_peak, mut hub_peak, mut bytes) = (0, 0, 0);
+    let (mut bridge_peak, mut hub_peak, mut bytes, mut docs_bytes) = (0, 0, 0, 0);
     for round in 0..rounds {
         reset_peak(hub_pid);
         let run = format!("s{round}");
@@ -164,24 +164,30 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         ours.push(secs);
         bridge_peak = bridge_peak.max(peak);
         hub_peak = hub_peak.max(peak_kib(hub_pid));
+        // The same bytes: both files a snapshot streams (the part file and the list of its
+        // documents' heads), written side by side as the snapshot writes them.
         let lines = fs.read(&format!("snap/{run}/input/part-00000.jsonl")).await.expect("part file");
-        bytes = lines.len();
+        let docs = fs.read(&format!("snap/{run}/input/_manifest_docs.jsonl")).await.expect("docs file");
+        (bytes, docs_bytes) = (lines.len(), docs.len());
         let started = Instant::now();
-        fs.write(&format!("raw/{round}/part-00000.jsonl"), [Bytes::clone(&lines)]).await.expect("raw write");
+        let (lines_rel, docs_rel) = (format!("raw/{round}/part-00000.jsonl"), format!("raw/{round}/_manifest_docs.jsonl"));
+        let (a, b) = tokio::join!(fs.write(&lines_rel, [Bytes::clone(&lines)]), fs.write(&docs_rel, [Bytes::clone(&docs)]));
+        a.and(b).expect("raw write");
         raw.push(started.elapsed().as_secs_f64());
-        drop(lines);
+        drop((lines, docs));
         fs.delete(&format!("raw/{round}")).await.expect("clean");
     }
     let (ours, raw) = (median(ours), median(raw));
     println!(
-        "bridge snapshot of {n} records ({:.1} MiB), hub state to HDFS: {ours:.2}s, raw hdfs-native write of the same bytes {raw:.2}s, {:.2}x of raw; peak RSS bridge {} MiB, hub {} MiB (medians of {rounds})",
+        "bridge snapshot of {n} records ({:.1} MiB of records, {:.1} MiB of document heads), hub state to HDFS: {ours:.2}s, raw hdfs-native write of the same bytes {raw:.2}s, {:.2}x of raw; peak RSS bridge {} MiB, hub {} MiB (medians of {rounds})",
         bytes as f64 / 1048576.0,
+        docs_bytes as f64 / 1048576.0,
         raw / ours,
         bridge_peak / 1024,
         hub_peak / 1024
     );
     bench_line(json!({
-        "figure": "snapshot", "records": n, "bytes": bytes, "rounds": rounds,
+        "figure": "snapshot", "records": n, "bytes": bytes, "docs_bytes": docs_bytes, "rounds": rounds,
         "seconds": ours, "raw_seconds": raw, "ratio_of_raw": raw / ours,
         "bridge_peak_mib": bridge_peak as f64 / 1024.0, "hub_peak_mib": hub_peak as f64 / 1024.0,
     }));
