@@ -1,7 +1,7 @@
 //! Core benchmarks, each beside a raw-Automerge baseline measured in the same run:
 //! puts (reconcile) vs `AutoCommit` put+commit, applying remote changes vs `apply_changes`, and
-//! the initial sync of a 10,000-record store through the engine vs Automerge's sync protocol run
-//! document by document and vs raw `get_changes`/`apply_changes` shipping.
+//! the initial sync of a 1,000-, 3,000- and 10,000-record store through the engine vs Automerge's
+//! sync protocol run document by document and vs raw `get_changes`/`apply_changes` shipping.
 //!
 //! Besides criterion's per-benchmark timings, a summary of ratios (thread CPU time, median of
 //! several runs) and of round trips is printed first.
@@ -105,13 +105,13 @@ fn raw_apply(changes: &[Vec<u8>]) {
     black_box(doc.get_heads());
 }
 
-/// A hub holding `RECORDS` records, and the same records as plain Automerge documents.
-fn populated() -> (MemoryHubStore, Vec<AutoCommit>) {
+/// A hub holding `n` records, and the same records as plain Automerge documents.
+fn populated(n: usize) -> (MemoryHubStore, Vec<AutoCommit>) {
     let mut hub = MemoryHubStore::new([9; 16]);
-    let mut raws = Vec::with_capacity(RECORDS);
+    let mut raws = Vec::with_capacity(n);
     let actor = ActorId::from([4u8; 16]);
     let mut client = MemoryClientDocs::new(actor);
-    for i in 0..RECORDS {
+    for i in 0..n {
         let record = client.record_for(&store(), &Key::Number(i as f64)).expect("key");
         let change = record.put(&value(i, 0), 0).expect("put").expect("change");
         let (doc, key) = (record.id(), record.encoded_key().to_vec());
@@ -131,8 +131,9 @@ fn populated() -> (MemoryHubStore, Vec<AutoCommit>) {
     (hub, raws)
 }
 
-/// Initial sync through the engine; returns round trips (client flushes that got answers).
-fn engine_initial_sync(hub_store: MemoryHubStore) -> usize {
+/// Initial sync through the engine of a hub holding `n` records; returns round trips (client
+/// flushes that got answers).
+fn engine_initial_sync(hub_store: MemoryHubStore, n: usize) -> usize {
     let mut hub = Hub::new(hub_store, AllowAll);
     let conn = hub.connect();
     let mut docs = MemoryClientDocs::new(ActorId::from([5u8; 16]));
@@ -153,7 +154,7 @@ fn engine_initial_sync(hub_store: MemoryHubStore) -> usize {
         }
     }
     assert!(client.is_idle());
-    assert_eq!(docs.list(&store()).len(), RECORDS);
+    assert_eq!(docs.list(&store()).len(), n);
     round_trips
 }
 
@@ -271,19 +272,25 @@ fn summary() {
     let raw = cpu(5, || raw_apply(&changes));
     println!("summary apply: tidepool {:.0} changes/s, raw automerge {:.0}/s, ratio {:.2}x of raw", PUTS as f64 / tp, PUTS as f64 / raw, raw / tp);
 
-    let (hub, raws) = populated();
-    let mut trips = 0;
-    let engine = cpu_with_input(3, || hub.clone(), |h| trips = engine_initial_sync(h));
-    let mut per_doc_trips = 0;
-    let per_doc = cpu(3, || per_doc_trips = per_doc_sync(&raws));
-    let shipping = cpu_with_input(3, || raws.clone(), |mut r| raw_shipping(&mut r));
-    println!(
-        "summary initial sync of {RECORDS} records: engine {engine:.3}s CPU in {trips} round trips; \
-         per-document sync protocol {per_doc:.3}s in {per_doc_trips} round trips; raw change shipping {shipping:.3}s; \
-         engine/per-doc {:.2}x, engine/raw shipping {:.2}x",
-        engine / per_doc,
-        engine / shipping
-    );
+    // Growth: the same initial sync at three store sizes; CPU per record stays flat if it is linear.
+    let mut per_record = Vec::new();
+    for n in [RECORDS / 10, RECORDS * 3 / 10, RECORDS] {
+        let (hub, raws) = populated(n);
+        let mut trips = 0;
+        let engine = cpu_with_input(3, || hub.clone(), |h| trips = engine_initial_sync(h, n));
+        let mut per_doc_trips = 0;
+        let per_doc = cpu(3, || per_doc_trips = per_doc_sync(&raws));
+        let shipping = cpu_with_input(3, || raws.clone(), |mut r| raw_shipping(&mut r));
+        println!(
+            "summary initial sync of {n} records: engine {engine:.3}s CPU in {trips} round trips; \
+             per-document sync protocol {per_doc:.3}s in {per_doc_trips} round trips; raw change shipping {shipping:.3}s; \
+             engine/per-doc {:.2}x, engine/raw shipping {:.2}x",
+            engine / per_doc,
+            engine / shipping
+        );
+        per_record.push(format!("{n}: {:.1} µs", engine * 1e6 / n as f64));
+    }
+    println!("summary initial sync, engine CPU per record (flat is linear growth): {}", per_record.join(", "));
 }
 
 fn benches(c: &mut Criterion) {
@@ -298,10 +305,10 @@ fn benches(c: &mut Criterion) {
     g.bench_function("raw_apply_changes", |b| b.iter(|| raw_apply(&changes)));
     g.finish();
 
-    let (hub, raws) = populated();
+    let (hub, raws) = populated(RECORDS);
     let mut g = c.benchmark_group("initial_sync_10k");
     g.sample_size(10);
-    g.bench_function("engine", |b| b.iter_batched(|| hub.clone(), engine_initial_sync, BatchSize::PerIteration));
+    g.bench_function("engine", |b| b.iter_batched(|| hub.clone(), |h| engine_initial_sync(h, RECORDS), BatchSize::PerIteration));
     g.bench_function("per_doc_sync_protocol", |b| b.iter(|| per_doc_sync(&raws)));
     g.bench_function("raw_change_shipping", |b| b.iter_batched(|| raws.clone(), |mut r| raw_shipping(&mut r), BatchSize::PerIteration));
     g.finish();
