@@ -171,36 +171,43 @@ impl Record {
         value.validate()?;
         let Value::Object(fields) = value else {
             self.put_cache = None;
-            return self.put_uncached(value, time);
+            return self.put_reconciled(value, time);
         };
         let heads = self.doc.get_heads();
         // A cache valid at these heads was kept by a put onto an existing record, and nothing
         // has happened since; otherwise only an existing record gets one (a put onto a deleted
         // or new record also writes `live`, which the cached path does not decide).
         let cache = match self.put_cache.take().filter(|c| c.valid_at(&heads)) {
-            Some(cache) => cache,
-            None if self.exists() => match PutCache::read(&self.doc, heads) {
-                Some(cache) => cache,
-                None => return self.put_uncached(value, time),
-            },
-            None => return self.put_uncached(value, time),
+            Some(cache) => Some(cache),
+            None if self.exists() => PutCache::read(&self.doc, heads),
+            None => None,
         };
-        let mut touched = Vec::new();
-        let result = cache.reconcile(&mut self.doc, fields, &mut touched).map_err(RecordError::from).and_then(|()| {
+        let Some(mut cache) = cache else { return self.put_reconciled(value, time) };
+        let result = cache.reconcile(&mut self.doc, fields).map_err(RecordError::from).and_then(|touched| {
             if self.doc.pending_ops() > 0 {
                 mark_live(&mut self.doc)?;
             }
-            Ok(())
+            Ok(touched)
         });
-        let change = self.finish(result, time)?;
+        let touched = match result {
+            Ok(touched) => touched,
+            Err(e) => return self.finish(Err(e), time),
+        };
+        let change = self.finish(Ok(()), time)?;
         let heads = self.doc.get_heads();
-        self.put_cache = cache.after_put(&self.doc, fields, &touched, heads);
+        self.put_cache = cache.after_put(&self.doc, &touched, heads);
         Ok(change)
     }
 
     /// A put that reconciles the whole value against the document (the reference behaviour).
+    #[cfg(test)]
     pub(crate) fn put_uncached(&mut self, value: &Value, time: i64) -> Result<Option<LocalChange>, RecordError> {
         value.validate()?;
+        self.put_reconciled(value, time)
+    }
+
+    /// Reconciles the whole, already validated value against the document.
+    fn put_reconciled(&mut self, value: &Value, time: i64) -> Result<Option<LocalChange>, RecordError> {
         let result = self.reconcile_root(value).and_then(|()| {
             if self.doc.pending_ops() > 0 || !self.exists() {
                 mark_live(&mut self.doc)?;

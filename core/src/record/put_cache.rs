@@ -44,16 +44,18 @@ impl PutCache {
     /// Makes the value object hold exactly `new` as the full reconciliation would: fields that
     /// are gone are deleted in key order, then every field that differs from the cache is
     /// written, in key order: a scalar over a plain scalar by a put, anything else reconciled
-    /// against the document (the names of those go to `touched`).
+    /// against the document. The cache follows what was written; returns the names of the
+    /// reconciled fields, whose values [`PutCache::after_put`] reads back.
     pub(super) fn reconcile(
-        &self,
+        &mut self,
         doc: &mut AutoCommit,
         new: &BTreeMap<String, Value>,
-        touched: &mut Vec<String>,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Vec<String>, ReconcileError> {
         for key in self.fields.keys().filter(|k| !new.contains_key(*k)) {
             doc.delete(&self.obj, key.as_str())?;
         }
+        self.fields.retain(|k, _| new.contains_key(k));
+        let mut touched = Vec::new();
         for (key, value) in new {
             let old = self.fields.get(key);
             if old == Some(value) {
@@ -65,6 +67,7 @@ impl PutCache {
                 // and the document then holds exactly `value`.
                 (true, Some(scalar)) => {
                     doc.put(&self.obj, key.as_str(), scalar)?;
+                    self.fields.insert(key.clone(), value.clone());
                 }
                 _ => {
                     reconcile_prop(doc, &self.obj, Prop::Map(key.clone()), value)?;
@@ -72,25 +75,13 @@ impl PutCache {
                 }
             }
         }
-        Ok(())
+        Ok(touched)
     }
 
-    /// The cache after a put of `new` that reconciled `touched` and left the document at
-    /// `heads`: other fields were already equal or were put as they are; touched ones are read
-    /// back, since the document may hold them differently (a string put onto text stays text).
-    pub(super) fn after_put(
-        mut self,
-        doc: &AutoCommit,
-        new: &BTreeMap<String, Value>,
-        touched: &[String],
-        heads: Vec<ChangeHash>,
-    ) -> Option<PutCache> {
-        self.fields.retain(|k, _| new.contains_key(k));
-        for (key, value) in new {
-            if self.fields.get(key) != Some(value) {
-                self.fields.insert(key.clone(), value.clone());
-            }
-        }
+    /// The cache once the put is committed and the document is at `heads`: the reconciled
+    /// fields are read back, since the document may hold them differently from the value put
+    /// (a string put onto text stays text).
+    pub(super) fn after_put(mut self, doc: &AutoCommit, touched: &[String], heads: Vec<ChangeHash>) -> Option<PutCache> {
         for key in touched {
             let value = Value::read_prop_exact(doc, &self.obj, key).ok()??;
             self.fields.insert(key.clone(), value);
