@@ -266,7 +266,7 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
     assert!(line.contains("write-back-failed"), "a finished run is not interrupted: {status}");
 
     // SIGTERM: the bridge itself kills the runner and removes its scratch directory.
-    let child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool-bridge"))
         .args(["run", "--job", job, "--run", &termed_run])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -279,7 +279,15 @@ async fn tez_runs_refused_or_killed_leave_nothing_behind() {
         assert!(started.elapsed() < TIMEOUT, "the DAG runner never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Signalled once the runner's JVM is up (its temporary files are in the scratch directory),
+    // not after a fixed wait: a small DAG on an idle machine finishes, and the run with it, in
+    // about two seconds.
+    let waiting = Instant::now();
+    while !scratch_entries(termed_pid).iter().any(|n| n.starts_with("tidepool-tez-")) {
+        assert!(waiting.elapsed() < TIMEOUT, "the runner's files never appeared");
+        assert!(child.try_wait().expect("wait").is_none(), "the bridge ended during the Tez phase");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let termed = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &termed_pid.to_string()]).status().expect("kill").success());
     let out = child.wait_with_output().expect("reap");
