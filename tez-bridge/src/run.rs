@@ -154,11 +154,12 @@ pub async fn runs(fs: &RunFs, job: &str) -> Result<Vec<RunState>, RunError> {
     let mut out = Vec::new();
     let names = fs.list(job).await?;
     for name in &names {
-        // A snapshot in progress (or killed in progress) has its state in `.tmp-<run>` until
-        // the run directory appears.
         let rel = match name.strip_prefix(".tmp-") {
             Some(run) if names.iter().any(|n| n == run) => continue,
-            Some(_) => format!("{job}/{name}/_state.json"),
+            Some(run) => {
+                out.extend(snapshotting(fs, job, run).await?);
+                continue;
+            }
             None if name.starts_with('.') => continue,
             None => format!("{job}/{name}/_state.json"),
         };
@@ -168,6 +169,30 @@ pub async fn runs(fs: &RunFs, job: &str) -> Result<Vec<RunState>, RunError> {
     }
     out.sort_by(|a, b| a.run.cmp(&b.run));
     Ok(out)
+}
+
+/// A snapshot still in `<job>/.tmp-<run>`, in progress or killed in progress: owned by the
+/// process its marker file names ([`Owner::marker`]). The state file a snapshot writes at its
+/// end counts only once the directory is renamed into place. A directory without a marker (left
+/// by an older bridge) shows the state file it holds, if any.
+async fn snapshotting(fs: &RunFs, job: &str, run: &str) -> Result<Option<RunState>, RunError> {
+    let tmp = format!("{job}/.tmp-{run}");
+    let Some(owner) = fs.list(&tmp).await?.iter().find_map(|name| Owner::from_marker(name)) else {
+        let rel = format!("{tmp}/_state.json");
+        return if fs.exists(&rel).await? { read_json(fs, &rel).await.map(Some) } else { Ok(None) };
+    };
+    Ok(Some(RunState {
+        job: job.to_owned(),
+        run: run.to_owned(),
+        phase: Phase::Snapshotting,
+        records_in: 0,
+        results_out: None,
+        changes_written: None,
+        seconds: BTreeMap::new(),
+        error: None,
+        owner: Some(owner),
+        snapshot_at: None,
+    }))
 }
 
 /// A new run id for `now` that sorts after `last` (an earlier run's id): the nonce counts up
@@ -282,45 +307,50 @@ pub async fn snapshot(
     let previous = if incremental(job) { latest_heads(fs, &job.name).await? } else { None };
     let since_run = previous.as_ref().map(|(run, _)| run.clone());
     let tmp = format!("{}/.tmp-{run}", job.name);
-    let tmp_state = format!("{tmp}/_state.json");
-    if fs.exists(&tmp_state).await? {
-        let earlier: RunState = read_json(fs, &tmp_state).await?;
-        if let Some(owner) = earlier.owner.filter(|o| !o.is_gone()) {
-            return Err(RunError::Busy { run: run.to_owned(), doing: "snapshotted", pid: owner.pid, host: owner.host });
-        }
+    if let Some(earlier) = snapshotting(fs, &job.name, run).await?
+        && let Some(owner) = earlier.owner.filter(|o| !o.is_gone())
+    {
+        return Err(RunError::Busy { run: run.to_owned(), doing: "snapshotted", pid: owner.pid, host: owner.host });
     }
     fs.delete(&tmp).await?;
     fs.mkdirs(&format!("{tmp}/input")).await?;
-    let mut state = RunState {
+    // Every HDFS file with content costs a close the namenode may make wait (half a second,
+    // typically), so the snapshot pays for one round of them: an empty marker names the owner
+    // while the export runs, and the manifest and the state are written while the two big files
+    // close. Until the rename, `status` goes by the marker alone.
+    fs.write(&format!("{tmp}/{}", Owner::current().marker()), []).await?;
+    let state = RunState {
         job: job.name.clone(),
         run: run.to_owned(),
-        phase: Phase::Snapshotting,
+        phase: Phase::Snapshotted,
         records_in: 0,
         results_out: None,
         changes_written: None,
         seconds: BTreeMap::new(),
         error: None,
-        owner: Some(Owner::current()),
+        owner: None,
         snapshot_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs()),
     };
-    write_json(fs, &tmp_state, &state).await?;
-    let (writer, cut) = export_to(fs, &tmp, link, &source, previous.map(|(_, heads)| heads), progress).await?;
-    let exported = started.elapsed().as_secs_f64();
-    progress.done("export", exported);
-    let id = SnapshotId { job: &job.name, run, db: &job.db, store: &job.store, cursor: cut };
-    let manifest = writer.manifest(&id, since_run);
-    progress.phase("snapshot", &format!("{} records, {} deleted", manifest.records, manifest.deleted));
-    state.phase = Phase::Snapshotted;
-    state.records_in = manifest.records;
-    state.owner = None;
-    // Seconds up to the last two small files and the rename: every HDFS file costs a close
-    // (which the namenode may make wait), so the state is written once, with the manifest.
-    let total = started.elapsed().as_secs_f64();
-    state.seconds.extend([("snapshot".into(), total), ("export".into(), exported), ("hdfs-write".into(), total - exported)]);
-    let manifest_rel = format!("{tmp}/input/_manifest.json");
-    tokio::try_join!(write_json(fs, &manifest_rel, &manifest), write_json(fs, &tmp_state, &state))?;
-    fs.rename(&tmp, &dir).await?;
-    progress.done("hdfs-write", total - exported);
+    let tmp = &tmp;
+    let finish = async move |writer: SnapshotWriter, cut| {
+        let mut state = state;
+        let exported = started.elapsed().as_secs_f64();
+        progress.done("export", exported);
+        let id = SnapshotId { job: &job.name, run, db: &job.db, store: &job.store, cursor: cut };
+        let manifest = writer.manifest(&id, since_run);
+        progress.phase("snapshot", &format!("{} records, {} deleted", manifest.records, manifest.deleted));
+        state.records_in = manifest.records;
+        // Seconds up to the last files' closes and the rename.
+        let total = started.elapsed().as_secs_f64();
+        state.seconds.extend([("snapshot".into(), total), ("export".into(), exported), ("hdfs-write".into(), total - exported)]);
+        let manifest_rel = format!("{tmp}/input/_manifest.json");
+        let state_rel = format!("{tmp}/_state.json");
+        tokio::try_join!(write_json(fs, &manifest_rel, &manifest), write_json(fs, &state_rel, &state))?;
+        Ok((state, exported))
+    };
+    let (state, exported) = export_to(fs, tmp, link, &source, previous.map(|(_, heads)| heads), progress, finish).await?;
+    fs.rename(tmp, &dir).await?;
+    progress.done("hdfs-write", started.elapsed().as_secs_f64() - exported);
     Ok(state)
 }
 
@@ -332,19 +362,23 @@ const CHUNK: usize = 1 << 20;
 /// Streams an export of `source` into the run's input: JSON lines to `input/part-00000.jsonl`
 /// and manifest entries to `input/_manifest_docs.jsonl`, each written while later pages are
 /// still being fetched. Memory holds a page and a chunk of each file, whatever the store's size.
-async fn export_to(
+/// Once the last chunk is handed to the files, `finish` gets the writer and the export's cut
+/// while the files close; its result is returned once they are closed.
+async fn export_to<T>(
     fs: &RunFs,
     dir: &str,
     link: &Link,
     source: &StoreRef,
     previous: Option<DocHeads>,
     progress: &dyn Progress,
-) -> Result<(SnapshotWriter, Option<tidepool_core::wire::Cursor>), RunError> {
+    finish: impl AsyncFnOnce(SnapshotWriter, Option<tidepool_core::wire::Cursor>) -> Result<T, RunError>,
+) -> Result<T, RunError> {
     let (lines_tx, lines_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let (docs_tx, docs_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let lines_rel = format!("{dir}/input/part-00000.jsonl");
     let docs_rel = format!("{dir}/input/_manifest_docs.jsonl");
     let writing = async { tokio::try_join!(fs.write_stream(&lines_rel, lines_rx), fs.write_stream(&docs_rel, docs_rx)) };
+    // Moves the senders in: they are dropped (and the files close) as the export ends.
     let exporting = async move {
         let mut writer = SnapshotWriter::new(previous);
         let (mut lines, mut docs) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
@@ -383,10 +417,13 @@ async fn export_to(
             }
         }
     };
-    let (written, exported) = tokio::join!(writing, exporting);
-    let exported = exported?;
+    let finishing = async move {
+        let (writer, cut) = exporting.await?;
+        finish(writer, cut).await
+    };
+    let (written, finished) = tokio::join!(writing, finishing);
     written?;
-    Ok(exported)
+    finished
 }
 
 /// Whether the job's snapshots hold only what changed since its last written-back run.
@@ -676,6 +713,9 @@ const WRITE_BACK_BATCH: usize = 1_000;
 /// fetched from the hub, the changes built on the snapshot heads and sent. Changes the hub
 /// already has (a run written back before) are not sent again. Every changed document and its
 /// heads after the change go to `_written.jsonl` as they are sent. Returns how many were sent.
+///
+/// Three batches move at once, so the hub always has work queued: while one batch's changes
+/// are built here, the hub stores the batch before it and serves the documents of the next.
 #[allow(clippy::too_many_arguments)]
 async fn write_fields(
     fs: &RunFs,
@@ -692,15 +732,41 @@ async fn write_fields(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let written_rel = format!("{dir}/_written.jsonl");
     let writing = fs.write_stream(&written_rel, rx);
+    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Vec<output::FieldResult>>(1);
+    let reading = async move {
+        let mut batch = Vec::with_capacity(WRITE_BACK_BATCH);
+        each_line(fs, output_rel, parts, output::field_line, async |r| {
+            batch.push(r);
+            if batch.len() == WRITE_BACK_BATCH {
+                // A closed channel means the sending side ended early; its error is the one
+                // reported.
+                let _ = batches_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BACK_BATCH))).await;
+            }
+            Ok(())
+        })
+        .await?;
+        if !batch.is_empty() {
+            let _ = batches_tx.send(batch).await;
+        }
+        Ok::<_, RunError>(())
+    };
+    let fetch = async |batch: Option<Vec<output::FieldResult>>| -> Result<_, RunError> {
+        match batch {
+            Some(b) => {
+                let records = link.fetch(source, &b).await?;
+                Ok(Some((b, records)))
+            }
+            None => Ok(None),
+        }
+    };
     let sending = async move {
         let (mut sent, mut done) = (0, 0);
-        let mut batch = Vec::with_capacity(WRITE_BACK_BATCH);
-        // One batch is stored by the hub while the next is fetched and built.
         let mut in_flight: Option<(crate::link::Sending, Bytes, usize)> = None;
-        let mut flush = async |batch: &mut Vec<output::FieldResult>, last: bool| -> Result<(), RunError> {
-            if !batch.is_empty() {
-                let records = link.fetch(source, batch).await?;
-                let changes = plan::field_changes(wb, source, batch, heads, records)?;
+        let mut current = fetch(batches.recv().await).await?;
+        while let Some((batch, records)) = current.take() {
+            let next = batches.recv().await;
+            let build = async {
+                let changes = plan::field_changes(wb, source, &batch, heads, records)?;
                 let mut lines = Vec::new();
                 for c in &changes {
                     let entry = WrittenDoc { doc: c.doc.to_hex(), heads: vec![c.hash.to_string()] };
@@ -712,26 +778,20 @@ async fn write_fields(
                 if let Some(earlier) = in_flight.replace((sending, Bytes::from(lines), batch.len())) {
                     finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
                 }
-                batch.clear();
-            }
-            if last && let Some(earlier) = in_flight.take() {
-                finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
-            }
-            Ok(())
-        };
-        each_line(fs, output_rel, parts, output::field_line, async |r| {
-            batch.push(r);
-            if batch.len() == WRITE_BACK_BATCH {
-                flush(&mut batch, false).await?;
-            }
-            Ok(())
-        })
-        .await?;
-        flush(&mut batch, true).await?;
-        drop(flush);
+                Ok::<_, RunError>(())
+            };
+            // The next batch's fetch goes out first, before this batch is built.
+            let (fetched, built) = tokio::join!(fetch(next), build);
+            built?;
+            current = fetched?;
+        }
+        if let Some(earlier) = in_flight.take() {
+            finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
+        }
         Ok::<_, RunError>(sent)
     };
-    let (written, sent) = tokio::join!(writing, sending);
+    let (read, written, sent) = tokio::join!(reading, writing, sending);
+    read?;
     let sent = sent?;
     written?;
     Ok(sent)
