@@ -67,11 +67,21 @@ pub fn genesis_hash() -> ChangeHash {
 /// Writes a fresh `live` op. Automerge drops a put of the value a key already holds, so the
 /// value must change each time: it counts edits.
 pub(crate) fn mark_live<T: Transactable>(doc: &mut T) -> Result<(), automerge::AutomergeError> {
-    let edits = match doc.get(ROOT, LIVE)? {
+    let edits = edit_count(doc)?;
+    put_edit_count(doc, edits.wrapping_add(1))
+}
+
+/// The edit count `live` holds (0 when it is absent or not an integer).
+pub(crate) fn edit_count<T: ReadDoc>(doc: &T) -> Result<i64, automerge::AutomergeError> {
+    Ok(match doc.get(ROOT, LIVE)? {
         Some((automerge::Value::Scalar(s), _)) => s.as_i64().unwrap_or(0),
         _ => 0,
-    };
-    doc.put(ROOT, LIVE, edits.wrapping_add(1))
+    })
+}
+
+/// Writes `edits` as the edit count: [`mark_live`] for a caller that already knows the count.
+pub(crate) fn put_edit_count<T: Transactable>(doc: &mut T, edits: i64) -> Result<(), automerge::AutomergeError> {
+    doc.put(ROOT, LIVE, edits)
 }
 
 /// Which analytics run wrote a field.

@@ -185,7 +185,7 @@ impl Record {
         let Some(mut cache) = cache else { return self.put_reconciled(value, time) };
         let result = cache.reconcile(&mut self.doc, fields).map_err(RecordError::from).and_then(|touched| {
             if self.doc.pending_ops() > 0 {
-                mark_live(&mut self.doc)?;
+                cache.mark_live(&mut self.doc)?;
             }
             Ok(touched)
         });

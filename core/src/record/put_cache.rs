@@ -12,16 +12,19 @@ use std::collections::BTreeMap;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
 
-use crate::layout::VALUE;
+use crate::layout::{VALUE, edit_count, put_edit_count};
 use crate::reconcile::{ReconcileError, reconcile_prop};
 use crate::value::Value;
 
-/// The fields of a record's value object, exactly as the document held them at `heads`.
+/// The fields of a record's value object, and its edit count, exactly as the document held them
+/// at `heads`.
 #[derive(Debug, Clone)]
 pub(super) struct PutCache {
     heads: Vec<ChangeHash>,
     obj: ObjId,
     fields: BTreeMap<String, Value>,
+    /// What `live` holds: a put raises it without reading it first.
+    edits: i64,
 }
 
 impl PutCache {
@@ -34,7 +37,14 @@ impl PutCache {
         let Ok(Some(Value::Object(fields))) = Value::read_object_exact(doc, &obj) else {
             return None;
         };
-        Some(PutCache { heads, obj, fields })
+        let edits = edit_count(doc).ok()?;
+        Some(PutCache { heads, obj, fields, edits })
+    }
+
+    /// Raises the edit count, as [`crate::layout::mark_live`] does, from the cached count.
+    pub(super) fn mark_live(&mut self, doc: &mut AutoCommit) -> Result<(), automerge::AutomergeError> {
+        self.edits = self.edits.wrapping_add(1);
+        put_edit_count(doc, self.edits)
     }
 
     pub(super) fn valid_at(&self, heads: &[ChangeHash]) -> bool {
