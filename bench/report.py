@@ -307,7 +307,7 @@ def section_generic(name, rows, md):
         md.append("\n".join(f"- {r['text']}" for r in texts) + "\n")
     objs = [r for r in rows if "text" not in r and "failed" not in r]
     if objs:
-        skip = {"section", "target", "command", "started", "run"}
+        skip = {"section", "target", "command", "started", "run", "hub"}
         keys = [k for k in dict.fromkeys(k for r in objs for k in r) if k not in skip]
         md.append(table(keys, [[fmt(r.get(k), 2) if isinstance(r.get(k), float) else r.get(k, "") for k in keys] for r in objs]) + "\n")
     if name == "bench-bridge":

@@ -23,7 +23,7 @@ pub struct ExportPage {
     pub export: u64,
     /// The hub cursor every page of this export is consistent with.
     pub cut: Cursor,
-    /// Records in document id order.
+    /// Records in the hub's order (each document once over the whole export).
     pub records: Vec<ExportRecord>,
     /// No page follows.
     pub last: bool,

@@ -14,7 +14,7 @@ use tidepool_core::automerge::ChangeHash;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DocHeads {
     /// Documents with exactly one head, sorted by id once [`DocHeads::insert`]ing is done (kept
-    /// sorted when entries arrive in id order, as exports send them).
+    /// sorted when entries arrive in id order; [`DocHeads::seal`] sorts them otherwise).
     single: Vec<(DocId, ChangeHash)>,
     sorted: bool,
     /// Documents with no or several heads.

@@ -178,8 +178,9 @@ pub enum Message {
     /// The next page of a consistent export of a store (needs read access). Without `export`, the
     /// hub opens one at its current cut; later pages name it and the last document received.
     Export { store: StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32 },
-    /// A page of an export, in document id order, every page as of the same `cut`; `last` ends
-    /// the export (the hub then forgets it).
+    /// A page of an export, every page as of the same `cut`, each document once over the whole
+    /// export (in the hub's storage order, not necessarily by id); `last` ends the export (the
+    /// hub then forgets it).
     ExportPage { store: StoreRef, export: u64, cut: Cursor, records: Vec<ExportRecord>, last: bool },
     /// Asks for whole documents (needs read access): how a peer without a replica builds
     /// changes on known heads.

@@ -198,8 +198,10 @@ pub trait Backend: Send {
     /// Opens a read snapshot of the last commit (never the open transaction) and returns its id
     /// and the store's log head in that snapshot.
     fn export_open(&mut self, store: &StoreRef) -> Result<(u64, u64), StorageError>;
-    /// The snapshot's records of its store in id order after `after`, at most `limit`; `None` for
-    /// an export that is not open.
+    /// The snapshot's records of its store after `after` (a document an earlier page of this
+    /// export returned), at most `limit`, in an order of the backend's choosing that is the same
+    /// for every page (SQLite: storage order, which reads the table sequentially; the others: id
+    /// order). `None` for an export that is not open, or whose snapshot lacks `after`.
     fn export_page(
         &mut self,
         export: u64,

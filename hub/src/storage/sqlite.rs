@@ -59,6 +59,7 @@ CREATE TABLE docs (
     PRIMARY KEY (store, doc)
 );
 CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
+CREATE INDEX docs_by_store ON docs (store);
 CREATE TABLE log (
     store INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -157,6 +158,10 @@ impl SqliteBackend {
             (1, OpenMode::ReadWrite) => {
                 Self::migrate_from_1(&conn)?;
                 version = SCHEMA_VERSION;
+            }
+            (SCHEMA_VERSION, OpenMode::ReadWrite) => {
+                // Files from before exports read in storage order lack it (built once, here).
+                conn.execute_batch("CREATE INDEX IF NOT EXISTS docs_by_store ON docs (store)")?;
             }
             // Everything but exports reads the same in version 1 (`dump` of an old file).
             (1, OpenMode::ReadOnly) | (SCHEMA_VERSION, _) => {}
@@ -551,12 +556,26 @@ impl Backend for SqliteBackend {
     ) -> Result<Option<Vec<ExportRecord>>, StorageError> {
         let Some(export) = self.exports.get(&export) else { return Ok(None) };
         let Some(id) = export.store else { return Ok(Some(vec![])) };
-        let after = after.map(|d| d.0.to_vec()).unwrap_or_default();
+        // Pages follow the table's own order (rowid, through `docs_by_store`), which reads each
+        // page of the table once; document id order would seek across the table for every
+        // record. The cursor is the last document sent, whose place the primary key finds.
+        let from: i64 = match after {
+            None => i64::MIN,
+            Some(doc) => {
+                let found = export
+                    .conn
+                    .prepare_cached("SELECT rowid FROM docs WHERE store = ?1 AND doc = ?2")?
+                    .query_row(params![id, doc.0.to_vec()], |r| r.get(0))
+                    .optional()?;
+                let Some(rowid) = found else { return Ok(None) };
+                rowid
+            }
+        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = export.conn.prepare_cached(
-            "SELECT doc, key, heads, value FROM docs WHERE store = ?1 AND doc > ?2 ORDER BY doc LIMIT ?3",
+            "SELECT doc, key, heads, value FROM docs WHERE store = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![id, after, limit])?;
+        let mut rows = stmt.query(params![id, from, limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let doc = doc_id(row.get(0)?)?;

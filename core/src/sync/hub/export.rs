@@ -52,7 +52,7 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         };
         let Some(mut records) = self.store.export_page(id, after, limit)? else {
             self.end_export(conn, id);
-            out.refuse(conn, ErrorCode::UnknownExport, None, format!("export {id} of {store} has ended"), None);
+            out.refuse(conn, ErrorCode::UnknownExport, None, format!("export {id} of {store} has ended, or the document it was asked to continue after is not in it"), None);
             return Ok(());
         };
         // A page is bounded by bytes too (large values), with at least one record so that the

@@ -56,8 +56,9 @@ pub trait HubStore {
     /// refused as `Overloaded`; nothing failed). Stores keep each document's heads and plain
     /// value ready, so an export reads rows and loads no document.
     fn export_open(&mut self, store: &StoreRef) -> Result<Option<(u64, u64)>, Self::Error>;
-    /// The export's records after `after`, in document id order, at most `limit`; `None` if the
-    /// store does not hold that export (any more).
+    /// The export's records after `after` (the last document of an earlier page), at most
+    /// `limit`, each document once over the whole export, in an order of the store's choosing;
+    /// `None` if the store does not hold that export (any more) or `after` is not in it.
     fn export_page(
         &mut self,
         export: u64,
