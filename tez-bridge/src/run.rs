@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A running phase records its owner (pid, host): a run left `tez-running` by a bridge that was
-//! killed shows as interrupted.
+//! killed shows as interrupted. A snapshot in progress names its owner with an empty file,
+//! `_owner-<pid>-<host>-<process>` (hex), instead: an empty HDFS file closes at once.
 //!
 //! Files starting with `_` are hidden from Hadoop input formats, so the DAG reads only records.
 //! A run directory is written under `<base>/<job>/.tmp-<run>` and renamed into place, so it
