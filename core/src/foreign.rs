@@ -107,6 +107,14 @@ pub(crate) fn load_document(bytes: &[u8]) -> Result<AutoCommit, RecordError> {
     Ok(doc)
 }
 
+/// Loads a document this process saved itself from a record (the hub's stored snapshots): every
+/// chunk must still parse, but the lineage is not walked again, since every change in it was
+/// checked when it arrived.
+pub(crate) fn load_own_document(bytes: &[u8]) -> Result<AutoCommit, RecordError> {
+    let options = LoadOptions::new().on_partial_load(OnPartialLoad::Error).text_encoding(TEXT_ENCODING);
+    AutoCommit::load_with_options(bytes, options).map_err(RecordError::Corrupt)
+}
+
 /// Refuses changes without dependencies other than the genesis change.
 fn check_lineage(changes: impl Iterator<Item = (ChangeHash, bool)>) -> Result<(), RecordError> {
     let genesis = genesis_hash();

@@ -121,6 +121,15 @@ impl Record {
         }
     }
 
+    /// Builds a record from bytes [`Record::save`] gave this process earlier (a store's own
+    /// snapshots, never a peer's bytes): they must parse, but their lineage was checked when
+    /// their changes arrived and is not walked again.
+    pub fn load_saved(store: &StoreRef, key: Vec<u8>, bytes: &[u8], actor: &ActorId) -> Result<Record, RecordError> {
+        let id = DocId::from_encoded_key(store, &key);
+        let doc = foreign::load_own_document(bytes)?.with_actor(actor.clone());
+        Ok(Record { id, key, doc, put_cache: None })
+    }
+
     pub fn id(&self) -> DocId {
         self.id
     }

@@ -182,23 +182,23 @@ impl Value {
         };
         match doc.object_type(obj) {
             Ok(ObjType::Table) if exact => Ok(None),
+            // One pass over the object (each key's or index's winning value, as `get` gives it),
+            // not a lookup per key or index.
             Ok(ObjType::Map) | Ok(ObjType::Table) => {
                 let mut fields = BTreeMap::new();
-                for key in doc.keys(obj) {
-                    if let Ok(Some((v, id))) = doc.get(obj, key.as_str()) {
-                        let Some(value) = child(v, id)? else { return Ok(None) };
-                        fields.insert(key, value);
-                    }
+                for item in doc.map_range(obj, ..) {
+                    let id = if matches!(item.value, automerge::ValueRef::Object(_)) { item.id() } else { ObjId::Root };
+                    let Some(value) = child(item.value.into_value(), id)? else { return Ok(None) };
+                    fields.insert(item.key.into_owned(), value);
                 }
                 Ok(Some(Value::Object(fields)))
             }
             Ok(ObjType::List) => {
                 let mut items = Vec::with_capacity(doc.length(obj));
-                for i in 0..doc.length(obj) {
-                    if let Ok(Some((v, id))) = doc.get(obj, i) {
-                        let Some(value) = child(v, id)? else { return Ok(None) };
-                        items.push(value);
-                    }
+                for item in doc.list_range(obj, ..) {
+                    let id = if matches!(item.value, automerge::ValueRef::Object(_)) { item.id() } else { ObjId::Root };
+                    let Some(value) = child(item.value.into_value(), id)? else { return Ok(None) };
+                    items.push(value);
                 }
                 Ok(Some(Value::Array(items)))
             }

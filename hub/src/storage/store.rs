@@ -282,7 +282,7 @@ impl<B: Backend> Storage<B> {
         };
         let corrupt = |source| StorageError::Corrupt { doc, source: Box::new(source) };
         let mut record = match row.snapshot {
-            Some(bytes) => Record::load(store, row.key, &Payload::Document(bytes), &self.actor).map_err(corrupt)?,
+            Some(bytes) => Record::load_saved(store, row.key, &bytes, &self.actor).map_err(corrupt)?,
             None => Record::with_encoded_key(store, row.key, &self.actor),
         };
         let changes = self.backend.doc_changes(store, doc, row.snap_seq)?;
