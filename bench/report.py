@@ -409,21 +409,27 @@ def core_pending(rows):
             "bytes, which shows how much of the gap is that second op."]
 
 
+def missed_at(rows, key, target, show):
+    """Where a figure (`key`, per record count) is below `target`: `show(records, value)` for each such
+    size, joined; "" when every size meets it, and a note when nothing was measured."""
+    measured = sorted((r["records"], r[key]) for r in rows if r.get(key))
+    if not measured:
+        return "every size (not measured)"
+    return ", ".join(show(n, x) for n, x in measured if x < target)
+
+
 def bridge_pending(rows):
     """The bridge's targets (snapshot 0.7x of a raw HDFS write, write-back 30,000 changes/s) this run missed."""
     out = []
-    snaps = sorted((r["records"], r["ratio_of_raw"]) for r in rows if r.get("figure") == "snapshot" and r.get("ratio_of_raw"))
-    below = [(n, x) for n, x in snaps if x < 0.7]
-    if not snaps or below:
-        where = ", ".join(f"{n:,} records ({x:.2f}x)" for n, x in below) or "every size (not measured)"
+    snapshots = [r for r in rows if r.get("figure") == "snapshot"]
+    where = missed_at(snapshots, "ratio_of_raw", 0.7, lambda n, x: f"{n:,} records ({x:.2f}x)")
+    if where:
         out.append(f"Bridge snapshot below its target of 0.7x of a raw HDFS write of the same bytes at {where} (see "
                    "`make bench-bridge`). The snapshot pays one round of HDFS file closes, as the raw write does (in "
                    "it hdfs-native waits 500 ms when the namenode cannot complete a file yet); the rest is the export "
                    "stream, where the hub's storage thread reads the store's rows a page at a time.")
-    rates = sorted((r["records"], r["write_back_changes_per_second"]) for r in rows if r.get("write_back_changes_per_second"))
-    slow = [(n, x) for n, x in rates if x < 30_000]
-    if not rates or slow:
-        where = ", ".join(f"{x:,.0f}/s at {n:,} records" for n, x in slow) or "every size (not measured)"
+    where = missed_at(rows, "write_back_changes_per_second", 30_000, lambda n, x: f"{x:,.0f}/s at {n:,} records")
+    if where:
         out.append(f"Bridge write-back below its target of 30,000 changes/s: {where} (see `make bench-bridge`). The "
                    "hub's storage thread bounds it: for every change it loads the document, applies the change, "
                    "reads the plain value for the export columns and snapshots the document when it leaves the "
