@@ -265,7 +265,8 @@ impl SqliteBackend {
             .optional()?;
         let Some((id, head)) = row else { return Ok((Export { conn, store: None }, 0)) };
         let unfilled: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM docs WHERE store = ?1 AND heads IS NULL)",
+            // Named, so that the planner never walks the store's rows through `docs_by_store`.
+            "SELECT EXISTS (SELECT 1 FROM docs INDEXED BY docs_unexported WHERE store = ?1 AND heads IS NULL)",
             params![id],
             |r| r.get(0),
         )?;
@@ -530,7 +531,7 @@ impl Backend for SqliteBackend {
         let after = after.map(|d| d.0.to_vec()).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT doc, key FROM docs WHERE store = ?1 AND doc > ?2 AND heads IS NULL ORDER BY doc LIMIT ?3",
+            "SELECT doc, key FROM docs INDEXED BY docs_unexported WHERE store = ?1 AND doc > ?2 AND heads IS NULL ORDER BY doc LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![id, after, limit])?;
         let mut out = Vec::new();
