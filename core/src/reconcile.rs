@@ -88,11 +88,38 @@ fn put_new<T: Transactable>(
     value: &Value,
 ) -> Result<(), ReconcileError> {
     if let Some(scalar) = value.to_scalar() {
-        doc.put(obj, prop, scalar)?;
+        put_scalar(doc, obj, prop, scalar)?;
         return Ok(());
     }
     let child = doc.put_object(obj, prop, obj_type(value))?;
     fill(doc, &child, value)
+}
+
+/// Puts a scalar at `obj[prop]`. Automerge drops a put of a value equal (`==`) to the one there,
+/// and `0.0 == -0.0`: a zero whose sign flips replaces the old one by a delete and a fresh write.
+pub(crate) fn put_scalar<T: Transactable>(
+    doc: &mut T,
+    obj: &ObjId,
+    prop: Prop,
+    scalar: ScalarValue,
+) -> Result<(), automerge::AutomergeError> {
+    let flips_zero = match (&scalar, doc.get(obj, prop.clone())?) {
+        (ScalarValue::F64(new), Some((automerge::Value::Scalar(cur), _))) => {
+            matches!(cur.as_ref(), ScalarValue::F64(old) if *old == 0.0 && *new == 0.0 && old.to_bits() != new.to_bits())
+        }
+        _ => false,
+    };
+    match prop {
+        Prop::Map(key) if flips_zero => {
+            doc.delete(obj, key.as_str())?;
+            doc.put(obj, key, scalar)
+        }
+        Prop::Seq(index) if flips_zero => {
+            doc.delete(obj, index)?;
+            doc.insert(obj, index, scalar)
+        }
+        prop => doc.put(obj, prop, scalar),
+    }
 }
 
 fn insert_new<T: Transactable>(

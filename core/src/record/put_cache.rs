@@ -13,7 +13,7 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
 
 use crate::layout::{VALUE, edit_count, put_edit_count};
-use crate::reconcile::{ReconcileError, reconcile_prop};
+use crate::reconcile::{ReconcileError, put_scalar, reconcile_prop};
 use crate::value::Value;
 
 /// The fields of a record's value object, and its edit count, exactly as the document held them
@@ -76,7 +76,7 @@ impl PutCache {
                 // a plain scalar (or nothing) that differs from a scalar is replaced by a put,
                 // and the document then holds exactly `value`.
                 (true, Some(scalar)) => {
-                    doc.put(&self.obj, key.as_str(), scalar)?;
+                    put_scalar(doc, &self.obj, Prop::Map(key.clone()), scalar)?;
                     self.fields.insert(key.clone(), value.clone());
                 }
                 _ => {
@@ -137,6 +137,8 @@ mod tests {
             "[xy]{0,2}".prop_map(Value::String),
             "[xy]{0,2}".prop_map(Value::Text),
             Just(Value::Float(f64::NAN)),
+            Just(Value::Float(0.0)),
+            Just(Value::Float(-0.0)),
         ]
     }
 
