@@ -201,7 +201,8 @@ pub trait Backend: Send {
     /// The snapshot's records of its store after `after` (a document an earlier page of this
     /// export returned), at most `limit`, in an order of the backend's choosing that is the same
     /// for every page (SQLite: storage order, which reads the table sequentially; the others: id
-    /// order). `None` for an export that is not open, or whose snapshot lacks `after`.
+    /// order). `None` for an export that is not open, and on SQLite also when its snapshot lacks
+    /// `after` (storage order has no place for it; id order continues after any id).
     fn export_page(
         &mut self,
         export: u64,

@@ -59,7 +59,6 @@ CREATE TABLE docs (
     PRIMARY KEY (store, doc)
 );
 CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
-CREATE INDEX docs_by_store ON docs (store);
 CREATE TABLE log (
     store INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -73,6 +72,9 @@ CREATE TABLE log (
 CREATE INDEX log_by_doc ON log (store, doc, seq);
 CREATE INDEX log_by_time ON log (store, at);
 ";
+
+/// The index exports page through: a store's documents in rowid (storage) order.
+const DOCS_BY_STORE: &str = "CREATE INDEX IF NOT EXISTS docs_by_store ON docs (store)";
 
 /// Version 1 to 2: the export columns, empty until backfilled (`heads IS NULL` marks a document
 /// still to fill, and the partial index finds those without a scan).
@@ -159,13 +161,14 @@ impl SqliteBackend {
                 Self::migrate_from_1(&conn)?;
                 version = SCHEMA_VERSION;
             }
-            (SCHEMA_VERSION, OpenMode::ReadWrite) => {
-                // Files from before exports read in storage order lack it (built once, here).
-                conn.execute_batch("CREATE INDEX IF NOT EXISTS docs_by_store ON docs (store)")?;
-            }
             // Everything but exports reads the same in version 1 (`dump` of an old file).
             (1, OpenMode::ReadOnly) | (SCHEMA_VERSION, _) => {}
             (found, _) => return Err(StorageError::Schema { found, expected: SCHEMA_VERSION }),
+        }
+        if mode == OpenMode::ReadWrite {
+            // Exports page through it in storage order. Every file gets it here, whether new,
+            // migrated or written before exports read that way (built once, then a no-op).
+            conn.execute_batch(DOCS_BY_STORE)?;
         }
         let epoch: Vec<u8> =
             conn.query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |r| r.get(0))?;

@@ -58,7 +58,8 @@ pub trait HubStore {
     fn export_open(&mut self, store: &StoreRef) -> Result<Option<(u64, u64)>, Self::Error>;
     /// The export's records after `after` (the last document of an earlier page), at most
     /// `limit`, each document once over the whole export, in an order of the store's choosing;
-    /// `None` if the store does not hold that export (any more) or `after` is not in it.
+    /// `None` if the store does not hold that export (any more), or if its order has no place for
+    /// an `after` that is not in it.
     fn export_page(
         &mut self,
         export: u64,
