@@ -76,39 +76,49 @@ pub(crate) fn reconcile_prop<T: Transactable>(
         {
             Ok(())
         }
-        (_, new) => put_new(doc, obj, prop, new),
+        (current, new) => {
+            let held = match current {
+                Some((automerge::Value::Scalar(cur), _)) => match cur.as_ref() {
+                    ScalarValue::F64(f) => Some(*f),
+                    _ => None,
+                },
+                _ => None,
+            };
+            put_new(doc, obj, prop, new, held)
+        }
     }
 }
 
-/// Writes `value` fresh at `obj[prop]`, replacing whatever was there.
+/// Writes `value` fresh at `obj[prop]`, replacing whatever was there (`held`: the float there,
+/// if it holds one).
 fn put_new<T: Transactable>(
     doc: &mut T,
     obj: &ObjId,
     prop: Prop,
     value: &Value,
+    held: Option<f64>,
 ) -> Result<(), ReconcileError> {
     if let Some(scalar) = value.to_scalar() {
-        put_scalar(doc, obj, prop, scalar)?;
+        put_scalar(doc, obj, prop, scalar, held)?;
         return Ok(());
     }
     let child = doc.put_object(obj, prop, obj_type(value))?;
     fill(doc, &child, value)
 }
 
-/// Puts a scalar at `obj[prop]`. Automerge drops a put of a value equal (`==`) to the one there,
-/// and `0.0 == -0.0`: a zero whose sign flips replaces the old one by a delete and a fresh write.
+/// Puts a scalar at `obj[prop]`, where the caller knows the float the document holds there
+/// (`held`; `None` for anything else). Automerge drops a put of a value equal (`==`) to the one
+/// there, and `0.0 == -0.0`: a zero whose sign flips replaces the old one by a delete and a fresh
+/// write.
 pub(crate) fn put_scalar<T: Transactable>(
     doc: &mut T,
     obj: &ObjId,
     prop: Prop,
     scalar: ScalarValue,
+    held: Option<f64>,
 ) -> Result<(), automerge::AutomergeError> {
-    let flips_zero = match (&scalar, doc.get(obj, prop.clone())?) {
-        (ScalarValue::F64(new), Some((automerge::Value::Scalar(cur), _))) => {
-            matches!(cur.as_ref(), ScalarValue::F64(old) if *old == 0.0 && *new == 0.0 && old.to_bits() != new.to_bits())
-        }
-        _ => false,
-    };
+    let flips_zero = matches!((&scalar, held), (ScalarValue::F64(new), Some(old))
+        if old == 0.0 && *new == 0.0 && old.to_bits() != new.to_bits());
     match prop {
         Prop::Map(key) if flips_zero => {
             doc.delete(obj, key.as_str())?;
@@ -149,7 +159,7 @@ fn fill<T: Transactable>(doc: &mut T, obj: &ObjId, value: &Value) -> Result<(), 
     match value {
         Value::Object(fields) => {
             for (k, v) in fields {
-                put_new(doc, obj, Prop::Map(k.clone()), v)?;
+                put_new(doc, obj, Prop::Map(k.clone()), v, None)?;
             }
         }
         Value::Array(items) => {

@@ -76,7 +76,11 @@ impl PutCache {
                 // a plain scalar (or nothing) that differs from a scalar is replaced by a put,
                 // and the document then holds exactly `value`.
                 (true, Some(scalar)) => {
-                    put_scalar(doc, &self.obj, Prop::Map(key.clone()), scalar)?;
+                    let held = match old {
+                        Some(Value::Float(f)) => Some(*f),
+                        _ => None,
+                    };
+                    put_scalar(doc, &self.obj, Prop::Map(key.clone()), scalar, held)?;
                     self.fields.insert(key.clone(), value.clone());
                 }
                 _ => {
@@ -213,6 +217,29 @@ mod tests {
                 }
                 prop_assert_eq!(cached.heads(), reference.heads());
                 prop_assert_eq!(cached.get().expect("get"), reference.get().expect("get"));
+            }
+        }
+    }
+
+    /// A zero whose sign flips is written, on the cached path (a top-level field), through a
+    /// full reconciliation (a nested field) and in a list, though Automerge takes `0.0 == -0.0`.
+    #[test]
+    fn a_zero_whose_sign_flips_is_written() {
+        fn field(v: f64) -> Value {
+            Value::Object([("a".to_owned(), Value::Float(v))].into())
+        }
+        fn nested(v: f64) -> Value {
+            Value::Object([("o".to_owned(), field(v))].into())
+        }
+        fn listed(v: f64) -> Value {
+            Value::Object([("l".to_owned(), Value::Array(vec![Value::Float(v)]))].into())
+        }
+        for make in [field as fn(f64) -> Value, nested, listed] {
+            let mut r = record(1);
+            r.put(&make(-0.0), 0).expect("put");
+            for (time, v) in [(1, 0.0), (2, -0.0), (3, 0.0)] {
+                assert!(r.put(&make(v), time).expect("put").is_some(), "a change for {v:?}");
+                assert_eq!(r.get().expect("get"), Some(make(v)), "holds {v:?}");
             }
         }
     }
