@@ -116,3 +116,29 @@ fn hub_with(mut hub: Hub<MemoryHubStore, AllowAll>) -> (Hub<MemoryHubStore, Allo
     hub.receive(conn, &wire::encode(&hello)).expect("hello");
     (hub, conn)
 }
+
+#[test]
+fn a_page_holds_at_most_the_hubs_export_limit_and_never_more_than_a_peer_decodes() {
+    let (mut hub, conn) = hub(HubConfig { export_docs: 3, ..HubConfig::default() });
+    for i in 0..5 {
+        put(&mut hub, conn, u64::from(i), i, "v");
+    }
+    let (_, _, records, last) = page(&mut hub, conn, None, None, u32::MAX).expect("page");
+    assert_eq!((records.len(), last), (3, false), "the hub's limit, not the one asked for");
+
+    // A limit above what a peer's decoder takes is cut to it.
+    let (mut hub, conn) = hub_with_limit(usize::MAX);
+    for i in 0..5 {
+        put(&mut hub, conn, u64::from(i), i, "v");
+    }
+    let max_docs = hub.config().limits.max_docs;
+    let (_, _, records, last) = page(&mut hub, conn, None, None, u32::MAX).expect("page");
+    assert_eq!((max_docs, records.len(), last), (4, 4, false), "the decoder's limit of 4");
+    assert!(HubConfig::default().export_docs <= HubConfig::default().limits.max_docs);
+}
+
+fn hub_with_limit(export_docs: usize) -> (Hub<MemoryHubStore, AllowAll>, u64) {
+    let limits = wire::Limits { max_docs: 4, ..wire::Limits::default() };
+    let (hub, conn) = hub(HubConfig { export_docs, limits, ..HubConfig::default() });
+    (hub, conn)
+}

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
 use tidepool_core::wire::{Cursor, ExportRecord};
 use tidepool_core::{DocId, Key, KeyError, Record, RecordError, Value};
-use tidepool_json::{JsonKey, JsonValue, key_to_json};
+use tidepool_json::{JsonKey, JsonValue};
 
 pub use crate::heads::DocHeads;
 
@@ -103,17 +103,23 @@ pub fn entry_heads(d: &ManifestDoc) -> Option<(DocId, Vec<ChangeHash>)> {
 /// Builds a snapshot from export records, in the order they come: a JSON line per record that
 /// exists (and changed since `previous`, for an incremental snapshot), a manifest line per
 /// document.
+///
+/// Both lines are written straight into the output buffers, hex digits and all: this runs once
+/// per record of the store, and building a [`ManifestDoc`] of `String`s for each one cost more
+/// than everything else the bridge does to a record. A test checks the lines against serde's.
 #[derive(Debug)]
 pub struct SnapshotWriter {
     previous: Option<DocHeads>,
     pub records: usize,
     pub deleted: usize,
     pub seen: usize,
+    /// The current record's key as JSON (reused: one allocation for the whole export).
+    key: Vec<u8>,
 }
 
 impl SnapshotWriter {
     pub fn new(previous: Option<DocHeads>) -> Self {
-        SnapshotWriter { previous, records: 0, deleted: 0, seen: 0 }
+        SnapshotWriter { previous, records: 0, deleted: 0, seen: 0, key: Vec::new() }
     }
 
     /// Appends the record's line to `lines` (if it exists and changed) and its manifest entry
@@ -121,18 +127,13 @@ impl SnapshotWriter {
     pub fn add(&mut self, r: &ExportRecord, lines: &mut Vec<u8>, docs: &mut Vec<u8>) -> Result<(), SnapshotError> {
         self.seen += 1;
         let key = Key::decode(&r.key).map_err(|source| SnapshotError::Key { doc: r.doc, source })?;
-        let heads: Vec<ChangeHash> = r.heads.iter().map(|h| ChangeHash(*h)).collect();
-        let hex: Vec<String> = heads.iter().map(ToString::to_string).collect();
+        self.key.clear();
+        // Serializing into a Vec cannot fail: no I/O, and every map key is a string.
+        let _ = serde_json::to_writer(&mut self.key, &JsonKey(&key));
         let before = self.previous.as_ref().and_then(|p| p.get(&r.doc));
         let deleted = r.value.is_none();
-        let entry = |deleted, unchanged| ManifestDoc { doc: r.doc.to_hex(), key: key_to_json(&key), heads: hex.clone(), deleted, unchanged };
-        let write_entry = |docs: &mut Vec<u8>, e: &ManifestDoc| {
-            // Serializing into a Vec cannot fail: no I/O, and every map key is a string.
-            let _ = serde_json::to_writer(&mut *docs, e);
-            docs.push(b'\n');
-        };
-        if before == Some(heads.as_slice()) {
-            write_entry(docs, &entry(deleted, true));
+        if before.is_some_and(|b| b.len() == r.heads.len() && b.iter().zip(&r.heads).all(|(b, h)| b.0 == *h)) {
+            manifest_line(docs, r, &self.key, deleted, true);
             return Ok(());
         }
         match &r.value {
@@ -145,18 +146,18 @@ impl SnapshotWriter {
                 serde_json::from_slice::<serde::de::IgnoredAny>(value)
                     .map_err(|e| SnapshotError::Value { doc: r.doc, detail: e.to_string() })?;
                 lines.extend_from_slice(b"{\"key\":");
-                let _ = serde_json::to_writer(&mut *lines, &JsonKey(&key));
-                lines.extend_from_slice(b",\"doc\":\"");
-                lines.extend_from_slice(r.doc.to_hex().as_bytes());
-                lines.extend_from_slice(b"\",\"heads\":");
-                let _ = serde_json::to_writer(&mut *lines, &hex);
+                lines.extend_from_slice(&self.key);
+                lines.extend_from_slice(b",\"doc\":");
+                hex_string(lines, &r.doc.0);
+                lines.extend_from_slice(b",\"heads\":");
+                hex_strings(lines, &r.heads);
                 lines.extend_from_slice(b",\"value\":");
                 lines.extend_from_slice(value);
                 lines.extend_from_slice(b"}\n");
                 self.records += 1;
             }
         }
-        write_entry(docs, &entry(deleted, false));
+        manifest_line(docs, r, &self.key, deleted, false);
         Ok(())
     }
 
@@ -176,6 +177,44 @@ impl SnapshotWriter {
             docs: Vec::new(),
         }
     }
+}
+
+/// A [`ManifestDoc`] line, as serde writes it, from the record and its key's JSON.
+fn manifest_line(out: &mut Vec<u8>, r: &ExportRecord, key: &[u8], deleted: bool, unchanged: bool) {
+    out.extend_from_slice(b"{\"doc\":");
+    hex_string(out, &r.doc.0);
+    out.extend_from_slice(b",\"key\":");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b",\"heads\":");
+    hex_strings(out, &r.heads);
+    if deleted {
+        out.extend_from_slice(b",\"deleted\":true");
+    }
+    if unchanged {
+        out.extend_from_slice(b",\"unchanged\":true");
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// `bytes` (an id or a hash: at most 32) as a quoted JSON string of lowercase hex digits.
+fn hex_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut quoted = [b'"'; 66];
+    let len = bytes.len().min(32) * 2;
+    // Cannot fail: the slice is exactly twice the input's length.
+    let _ = hex::encode_to_slice(&bytes[..len / 2], &mut quoted[1..=len]);
+    out.extend_from_slice(&quoted[..len + 2]);
+}
+
+/// Change hashes as a JSON array of hex strings.
+fn hex_strings(out: &mut Vec<u8>, hashes: &[[u8; 32]]) {
+    out.push(b'[');
+    for (i, h) in hashes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        hex_string(out, h);
+    }
+    out.push(b']');
 }
 
 /// A snapshot built in memory (tests and benchmarks): JSON Lines, manifest entries, header.
@@ -225,6 +264,7 @@ mod tests {
     use super::*;
     use tidepool_core::automerge::ActorId;
     use serde_json::json;
+    use tidepool_json::key_to_json;
     use tidepool_core::{StoreRef, object};
 
     fn rec(key: &str, value: Option<Value>) -> SnapshotRecord {
@@ -281,5 +321,58 @@ mod tests {
         let mut writer = SnapshotWriter::new(None);
         let err = writer.add(&export, &mut Vec::new(), &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("not JSON"), "{err}");
+    }
+
+    /// The lines written by hand are the ones serde would write: the manifest's entries parse
+    /// back to the same [`ManifestDoc`] and print byte for byte as serde prints them, and a
+    /// record's line holds its key, id, heads and value as JSON.
+    #[test]
+    fn lines_match_what_serde_writes() {
+        let keys = [
+            Key::from("plain"),
+            Key::from("quote \" backslash \\ newline \n tab \t bell \u{7} snow \u{2603}"),
+            Key::Number(7.0),
+            Key::Number(-2.5),
+            Key::Number(f64::INFINITY),
+            Key::Date(1_700_000_000_123.0),
+            Key::Binary(vec![0, 1, 254, 255]),
+            Key::Array(vec![Key::from("a"), Key::Number(1e300), Key::Array(vec![])]),
+        ];
+        let store = StoreRef::new("app", "todos");
+        for (i, key) in keys.iter().enumerate() {
+            let mut r = Record::new(&store, key, &ActorId::from([1u8; 16])).unwrap();
+            r.put(&object! { "n" => i as i64 }, 0).unwrap();
+            let mut other = Record::new(&store, key, &ActorId::from([2u8; 16])).unwrap();
+            other.put(&object! { "m" => 1i64 }, 0).unwrap();
+            r.apply(&tidepool_core::wire::Payload::Changes(other.changes_since(&[]))).unwrap();
+            let export = SnapshotRecord::of(&mut r).unwrap().export_record().unwrap();
+            assert_eq!(export.heads.len(), 2, "two concurrent puts leave two heads");
+            for (deleted, unchanged) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut docs = Vec::new();
+                manifest_line(&mut docs, &export, &serde_json::to_vec(&JsonKey(key)).unwrap(), deleted, unchanged);
+                let expected = ManifestDoc {
+                    doc: export.doc.to_hex(),
+                    key: key_to_json(key),
+                    heads: export.heads.iter().map(|h| ChangeHash(*h).to_string()).collect(),
+                    deleted,
+                    unchanged,
+                };
+                let mut serde_line = serde_json::to_vec(&expected).unwrap();
+                serde_line.push(b'\n');
+                assert_eq!(String::from_utf8(docs.clone()).unwrap(), String::from_utf8(serde_line).unwrap());
+                let parsed: ManifestDoc = serde_json::from_slice(&docs).unwrap();
+                assert_eq!(parsed, expected);
+            }
+            let (mut lines, mut docs) = (Vec::new(), Vec::new());
+            let mut writer = SnapshotWriter::new(None);
+            writer.add(&export, &mut lines, &mut docs).unwrap();
+            let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+            assert_eq!(line["key"], key_to_json(key));
+            assert_eq!(line["doc"], json!(export.doc.to_hex()));
+            let heads: Vec<String> = export.heads.iter().map(|h| ChangeHash(*h).to_string()).collect();
+            assert_eq!(line["heads"], json!(heads));
+            assert_eq!(line["value"], serde_json::from_slice::<serde_json::Value>(export.value.as_ref().unwrap()).unwrap());
+            assert_eq!(lines.last(), Some(&b'\n'));
+        }
     }
 }

@@ -24,7 +24,8 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         limit: u32,
         out: &mut HubOutput,
     ) -> Result<(), S::Error> {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, self.config.page_docs.max(1));
+        let most = self.config.export_docs.min(self.config.limits.max_docs).max(1);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, most);
         let (id, seq) = match export {
             Some(id) => match self.conns.get(&conn).and_then(|c| c.exports.get(&id)) {
                 Some((s, seq)) if *s == store => (id, *seq),

@@ -43,8 +43,12 @@ pub struct HubConfig {
     pub max_docs_per_batch: usize,
     /// Most documents (or log entries) per catch-up frame.
     pub page_docs: usize,
-    /// Most Automerge bytes per catch-up frame.
+    /// Most Automerge bytes per catch-up frame (and bytes of records per export page).
     pub page_bytes: usize,
+    /// Most records per export page. Larger than a catch-up page: an export is a bulk read, and
+    /// at 2,000 records a page a million-record export spent its time in round trips. Kept under
+    /// the peers' limit on documents per frame.
+    pub export_docs: usize,
 }
 
 impl Default for HubConfig {
@@ -54,6 +58,7 @@ impl Default for HubConfig {
             max_docs_per_batch: 1000,
             page_docs: 2000,
             page_bytes: 4 * 1024 * 1024,
+            export_docs: 8000,
         }
     }
 }
