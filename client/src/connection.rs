@@ -183,6 +183,9 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let st = &mut *guard;
     if let Err(e) = st.engine.receive(frame, &mut st.docs) {
         tracing::warn!(error = %e, "unusable frame from the hub; reconnecting");
+        // Requests waiting for an answer learn why it will not come, not just that it did not.
+        let why = e.to_string();
+        st.replies.fail(|| ClientError::Unusable(why.clone()));
         return None;
     }
     let output = st.engine.take_output();

@@ -21,6 +21,10 @@ pub enum ClientError {
     Refused(String),
     #[error("the connection to the hub was lost before it answered")]
     Disconnected,
+    /// The hub sent a frame this client cannot use (it does not decode, or breaks the protocol):
+    /// the connection is dropped and made again, and requests waiting on it fail with the cause.
+    #[error("the hub sent a frame this client cannot use, so the connection was dropped: {0}")]
+    Unusable(String),
     /// No connection: the URL can never work, or the last attempt failed when the wait ended.
     #[error("{0}")]
     Connect(ConnectError),
