@@ -424,10 +424,17 @@ def bridge_pending(rows):
     snapshots = [r for r in rows if r.get("figure") == "snapshot"]
     where = missed_at(snapshots, "ratio_of_raw", 0.7, lambda n, x: f"{n:,} records ({x:.2f}x)")
     if where:
-        out.append(f"Bridge snapshot below its target of 0.7x of a raw HDFS write of the same bytes at {where} (see "
-                   "`make bench-bridge`). The snapshot pays one round of HDFS file closes, as the raw write does (in "
-                   "it hdfs-native waits 500 ms when the namenode cannot complete a file yet); the rest is the export "
-                   "stream, where the hub's storage thread reads the store's rows a page at a time.")
+        text = (f"Bridge snapshot below its target of 0.7x of a raw HDFS write of the same bytes at {where} (see "
+                "`make bench-bridge`). The snapshot pays one round of HDFS file closes, as the raw write does (in "
+                "it hdfs-native waits 500 ms when the namenode cannot complete a file yet); the rest is the export "
+                "stream, where the hub reads the store's rows a page at a time and the bridge turns them into lines.")
+        largest = max(snapshots, key=lambda r: r["records"])
+        if largest.get("bridge_cpu_seconds") is not None and largest.get("hub_cpu_seconds") is not None:
+            text += (f" At {largest['records']:,} records the bridge used {largest['bridge_cpu_seconds']:.2f} s of CPU "
+                     f"and the hub {largest['hub_cpu_seconds']:.2f} s, beside the datanode's, on this machine's "
+                     "cores: the three processes share them, where the raw write runs the client and the datanode "
+                     "alone.")
+        out.append(text)
     where = missed_at(rows, "write_back_changes_per_second", 30_000, lambda n, x: f"{x:,.0f}/s at {n:,} records")
     if where:
         out.append(f"Bridge write-back below its target of 30,000 changes/s: {where} (see `make bench-bridge`). The "
@@ -454,7 +461,14 @@ def vs_repo_pending(rows):
     if not wanted <= {r.get("clients") for r in rows} or any(r.get("records") != 1000 for r in rows):
         out.append("Hub against automerge-repo: this run did not cover N = 10, 50 and 200 clients with R = 1,000 "
                    "records; rerun `make bench-vs-repo` with the default knobs.")
-    failed = sorted({r["clients"] for r in rows if r.get("failed") and r.get("system") == "automerge-repo"})
+    peer = [r for r in rows if r.get("system") == "automerge-repo"]
+    slow = sorted({r["clients"] for r in peer if r.get("setup_finished") is False})
+    if slow:
+        cap = max(r.get("setup_s", 0) for r in peer if r.get("setup_finished") is False)
+        out.append(f"automerge-repo at {', '.join(map(str, slow))} clients: its clients could not set up within the "
+                   f"cap (about {cap:.0f} s; each client fetches every record, one client after another in each load "
+                   "process), so no write was timed and there is no ratio at those sizes.")
+    failed = sorted({r["clients"] for r in peer if r.get("failed") and r.get("setup_finished") is not False})
     if failed:
         out.append(f"automerge-repo at {', '.join(map(str, failed))} clients: its load clients never got ready (their "
                    "`find`s of the records timed out while the clients set up), so there is no ratio at those sizes.")

@@ -6,7 +6,8 @@
 //! - `tidepool-bridge snapshot`, timed from process start to exit (connect, export, HDFS write),
 //!   against a raw hdfs-native write of the same bytes (the snapshot's two files, read back) in
 //!   the same round; rounds interleaved, medians reported. Peak RSS of the bridge (`VmHWM`) and
-//!   of the hub during the snapshot (its peak reset through `/proc/<pid>/clear_refs` first).
+//!   of the hub during the snapshot (its peak reset through `/proc/<pid>/clear_refs` first), and
+//!   the CPU seconds each used for it.
 //! - `tidepool-bridge run` of an enrich job: wall time, the phase split from the run's state,
 //!   the bridge's peak RSS and write-back changes per second (changes sent / push seconds).
 //!
@@ -153,14 +154,17 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
 
     let base = format!("{namenode}/bench-{n}");
     let fs = RunFs::open(&base).expect("hdfs");
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let (mut ours, mut raw, mut bridge_cpus, mut hub_cpus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut bridge_peak, mut hub_peak, mut bytes, mut docs_bytes) = (0, 0, 0, 0);
     for round in 0..rounds {
         reset_peak(hub_pid);
         let run = format!("s{round}");
-        let (secs, peak, _, _) =
+        let hub_cpu_before = cpu_secs(hub_pid);
+        let (secs, peak, bridge_cpu, _) =
             timed_bridge(&["snapshot", "--hub", &url, "--token", "dev", "--db", "bench", "--store", "items", "--to", &base, "--job", "snap", "--run", &run])
                 .await;
+        hub_cpus.push(cpu_secs(hub_pid) - hub_cpu_before);
+        bridge_cpus.push(bridge_cpu);
         ours.push(secs);
         bridge_peak = bridge_peak.max(peak);
         hub_peak = hub_peak.max(peak_kib(hub_pid));
@@ -177,9 +181,9 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         drop((lines, docs));
         fs.delete(&format!("raw/{round}")).await.expect("clean");
     }
-    let (ours, raw) = (median(ours), median(raw));
+    let (ours, raw, bridge_cpu, hub_cpu) = (median(ours), median(raw), median(bridge_cpus), median(hub_cpus));
     println!(
-        "bridge snapshot of {n} records ({:.1} MiB of records, {:.1} MiB of document heads), hub state to HDFS: {ours:.2}s, raw hdfs-native write of the same bytes {raw:.2}s, {:.2}x of raw; peak RSS bridge {} MiB, hub {} MiB (medians of {rounds})",
+        "bridge snapshot of {n} records ({:.1} MiB of records, {:.1} MiB of document heads), hub state to HDFS: {ours:.2}s, raw hdfs-native write of the same bytes {raw:.2}s, {:.2}x of raw; peak RSS bridge {} MiB, hub {} MiB; CPU bridge {bridge_cpu:.2}s, hub {hub_cpu:.2}s (medians of {rounds})",
         bytes as f64 / 1048576.0,
         docs_bytes as f64 / 1048576.0,
         raw / ours,
@@ -190,6 +194,7 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         "figure": "snapshot", "records": n, "bytes": bytes, "docs_bytes": docs_bytes, "rounds": rounds,
         "seconds": ours, "raw_seconds": raw, "ratio_of_raw": raw / ours,
         "bridge_peak_mib": bridge_peak as f64 / 1024.0, "hub_peak_mib": hub_peak as f64 / 1024.0,
+        "bridge_cpu_seconds": bridge_cpu, "hub_cpu_seconds": hub_cpu,
     }));
 
     // A whole run: snapshot, Tez, write-back of one field per record.
