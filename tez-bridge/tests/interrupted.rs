@@ -15,7 +15,8 @@ use tidepool_core::automerge::ActorId;
 use tidepool_core::first_put::first_put;
 use tidepool_core::{DocId, Key, StoreRef, Value, object};
 
-const RECORDS: usize = 8_000;
+/// More than two export pages (8,000 records each), so the export can be killed between pages.
+const RECORDS: usize = 20_000;
 
 /// Starts `tidepool-bridge args` and kills it with SIGKILL once it printed a progress line of
 /// `phase` that is not its last (`[phase] done/total` with done < total). Returns what it
