@@ -359,8 +359,8 @@ pub async fn snapshot(
     Ok(state)
 }
 
-/// Records per export page.
-const EXPORT_PAGE: u32 = 8_000;
+/// Records per export page: what a hub sends by default (a hub may send fewer).
+const EXPORT_PAGE: u32 = tidepool_core::sync::EXPORT_PAGE_DOCS as u32;
 /// Bytes gathered before a chunk goes to the file system.
 const CHUNK: usize = 1 << 20;
 

@@ -132,7 +132,7 @@ impl SnapshotWriter {
         let _ = serde_json::to_writer(&mut self.key, &JsonKey(&key));
         let before = self.previous.as_ref().and_then(|p| p.get(&r.doc));
         let deleted = r.value.is_none();
-        if before.is_some_and(|b| b.len() == r.heads.len() && b.iter().zip(&r.heads).all(|(b, h)| b.0 == *h)) {
+        if before.is_some_and(|b| b.iter().map(|h| &h.0).eq(&r.heads)) {
             manifest_line(docs, r, &self.key, deleted, true);
             return Ok(());
         }

@@ -35,6 +35,9 @@ impl From<RecordError> for HubError {
     }
 }
 
+/// Records per export page by default ([`HubConfig::export_docs`]), and what the bridge asks for.
+pub const EXPORT_PAGE_DOCS: usize = 8_000;
+
 /// Tuning for a hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -58,7 +61,7 @@ impl Default for HubConfig {
             max_docs_per_batch: 1000,
             page_docs: 2000,
             page_bytes: 4 * 1024 * 1024,
-            export_docs: 8000,
+            export_docs: EXPORT_PAGE_DOCS,
         }
     }
 }
