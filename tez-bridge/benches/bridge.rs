@@ -2,7 +2,7 @@
 //! of the hub and the bridge, a real MiniDFSCluster and Tez local mode, at several store sizes
 //! (`BRIDGE_BENCH_SIZES`, default 10000,100000,1000000; records of 5 fields).
 //!
-//! For each size, on a fresh hub holding the store:
+//! For each size, on a fresh hub holding the store (`BRIDGE_BENCH_RUN=0`: the snapshot only):
 //! - `tidepool-bridge snapshot`, timed from process start to exit (connect, export, HDFS write),
 //!   against a raw hdfs-native write of the same bytes (the snapshot's two files, read back) in
 //!   the same round; rounds interleaved, medians reported. Peak RSS of the bridge (`VmHWM`) and
@@ -197,7 +197,13 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
         "bridge_cpu_seconds": bridge_cpu, "hub_cpu_seconds": hub_cpu,
     }));
 
-    // A whole run: snapshot, Tez, write-back of one field per record.
+    // A whole run: snapshot, Tez, write-back of one field per record (`BRIDGE_BENCH_RUN=0`
+    // measures snapshots only).
+    if std::env::var("BRIDGE_BENCH_RUN").is_ok_and(|v| v == "0") {
+        drop(hub);
+        let _ = std::fs::remove_dir_all(&data);
+        return;
+    }
     let job = tmp.join(format!("enrich-{n}.toml"));
     std::fs::write(
         &job,
