@@ -99,7 +99,7 @@ def client_cmd(system, server, mode, **kw):
         if mode == "part":
             cmd += ["--clients", str(kw["clients"]), "--records", str(kw["records"]), "--ops", str(kw["ops"]),
                     "--window", str(kw["window"]), "--part", str(kw["first"]), str(kw["count"]),
-                    "--trace", kw["trace"], "--cap", f"{kw['cap']}s", "--timeout", f"{kw['converge']}s"]
+                    "--trace", kw["trace"], "--cap", f"{kw['cap']}s", "--timeout", f"{kw['converge']}s", "--lazy-merge"]
         elif mode == "seed":
             cmd += ["--records", str(kw["records"]), "--seed", str(kw["fields"])]
         else:
@@ -198,16 +198,20 @@ def run_load(a, work, env):
                 proc.kill()
                 proc.wait()
         server.stop()
+    # A write is named by (writer, record, n) in automerge-repo's traces and by (record, change
+    # hash) in Tidepool's: a put is then [w, r, n, at, hash] and a sighting [r, hash, count, at].
     puts = {}
     seen = {}
     for _, trace in parts:
         with open(trace) as f:
             t = json.load(f)
-        for w, r, n, at in t["puts"]:
-            puts[(w, r, n)] = at
-        for w, r, n, count, at in t["seen"]:
-            c, last = seen.get((w, r, n), (0, 0.0))
-            seen[(w, r, n)] = (c + count, max(last, at))
+        for put in t["puts"]:
+            puts[tuple(put[:3]) if len(put) == 4 else (put[1], put[4])] = put[3]
+        for sighting in t["seen"]:
+            name, count, at = (tuple(sighting[:3]), sighting[3], sighting[4]) if len(sighting) == 5 else (
+                (sighting[0], sighting[1]), sighting[2], sighting[3])
+            c, last = seen.get(name, (0, 0.0))
+            seen[name] = (c + count, max(last, at))
     latencies = sorted(seen[k][1] - at for k, at in puts.items() if seen.get(k, (0,))[0] >= a.clients - 1)
     writes = sum(w["writes"] for w in written)
     confirmed = sum(w["confirmed"] for w in written)

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use tidepool_core::automerge::ChangeHash;
 use tidepool_core::wire::Cursor;
 use tidepool_core::{StoreRef, Value};
 
@@ -10,8 +11,12 @@ use tidepool_core::{StoreRef, Value};
 pub struct RemoteChange {
     pub store: StoreRef,
     pub key: Vec<u8>,
-    /// `None` if the record does not exist (deleted).
+    /// `None` if the record does not exist (deleted), and always with lazy merging
+    /// ([`crate::ClientOptions::lazy_merge`]), which reads no value when changes arrive.
     pub value: Option<Value>,
+    /// The changes that arrived, by hash (how their author knows them:
+    /// [`crate::Client::update_hashed`]); empty when a whole document arrived.
+    pub changes: Vec<ChangeHash>,
     pub at: Instant,
 }
 

@@ -1,12 +1,11 @@
 //! [`Client`]: a connection to a hub that survives disconnects, with edits and reads on its
 //! in-memory documents.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use tidepool_core::automerge::ActorId;
+use tidepool_core::automerge::{ActorId, ChangeHash};
 use tidepool_core::sync::{ClientConfig, ClientDocs, ClientEngine, OutboxId};
 use tidepool_core::wire::{Cursor, ErrorCode, Payload, PeerId};
 use tidepool_core::{DocId, Key, LocalChange, Patch, Record, StoreRef, Value};
@@ -49,7 +48,7 @@ impl Client {
         let mut config = ClientConfig::new(peer, options.token.clone());
         config.agent = concat!("tidepool-client/", env!("CARGO_PKG_VERSION")).into();
         config.limits.max_frame = options.max_frame;
-        let state = State::new(ClientEngine::new(config), Docs::new(ActorId::from(peer.0)));
+        let state = State::new(ClientEngine::new(config), Docs::new(ActorId::from(peer.0), options.lazy_merge));
         let shared = Arc::new(Shared::new(options, state));
         let task = tokio::spawn(connection::run(shared.clone()));
         Client { shared, task }
@@ -85,6 +84,15 @@ impl Client {
         key: &Key,
         edit: impl FnOnce(&mut Record) -> Result<Option<LocalChange>, ClientError>,
     ) -> Result<Option<OutboxId>, ClientError> {
+        Ok(self.edit_hashed(store, key, edit)?.map(|(id, _)| id))
+    }
+
+    fn edit_hashed(
+        &self,
+        store: &StoreRef,
+        key: &Key,
+        edit: impl FnOnce(&mut Record) -> Result<Option<LocalChange>, ClientError>,
+    ) -> Result<Option<(OutboxId, ChangeHash)>, ClientError> {
         let encoded = key.encode()?;
         let doc = DocId::from_encoded_key(store, &encoded);
         let mut st = self.shared.lock();
@@ -97,7 +105,7 @@ impl Client {
         drop(st);
         self.shared.kick.notify_one();
         self.shared.bump();
-        Ok(Some(id))
+        Ok(Some((id, change.hash)))
     }
 
     /// Writes a record. Returns the change's id, or `None` if the record already held the value.
@@ -113,6 +121,17 @@ impl Client {
         self.edit(store, key, |r| Ok(r.update(patch, now_secs())?))
     }
 
+    /// As [`Client::update`], with the hash of the change made: how the peers that receive it
+    /// name it ([`RemoteChange::changes`]).
+    pub fn update_hashed(
+        &self,
+        store: &StoreRef,
+        key: &Key,
+        patch: &Patch,
+    ) -> Result<Option<(OutboxId, ChangeHash)>, ClientError> {
+        self.edit_hashed(store, key, |r| Ok(r.update(patch, now_secs())?))
+    }
+
     /// Deletes a record. Returns `None` if it did not exist.
     pub fn delete(&self, store: &StoreRef, key: &Key) -> Result<Option<OutboxId>, ClientError> {
         self.edit(store, key, |r| Ok(r.delete(now_secs())?))
@@ -122,14 +141,14 @@ impl Client {
     pub fn get(&self, store: &StoreRef, key: &Key) -> Result<Option<Value>, ClientError> {
         let encoded = key.encode()?;
         let doc = DocId::from_encoded_key(store, &encoded);
-        let st = self.shared.lock();
-        Ok(st.docs.get(store, &doc).map(Record::get_plain).transpose()?.flatten())
+        let mut st = self.shared.lock();
+        Ok(st.docs.get(store, &doc)?.map(Record::get_plain).transpose()?.flatten())
     }
 
     /// Copies of every record of a store, deleted ones included (for snapshots).
     pub fn records(&self, store: &StoreRef) -> Vec<Record> {
-        let st = self.shared.lock();
-        st.docs.stores.get(store).map(|docs| docs.values().cloned().collect()).unwrap_or_default()
+        let mut st = self.shared.lock();
+        st.docs.all(store).cloned().collect()
     }
 
     /// Sends a change made elsewhere (e.g. a deterministic write-back): applies it to the local
@@ -178,8 +197,8 @@ impl Client {
 
     /// Every existing record of a store as (encoded key, plain value), in key order.
     pub fn values(&self, store: &StoreRef) -> Vec<(Vec<u8>, Value)> {
-        let st = self.shared.lock();
-        tidepool_core::record::plain_values(st.docs.stores.get(store).into_iter().flat_map(BTreeMap::values))
+        let mut st = self.shared.lock();
+        tidepool_core::record::plain_values(st.docs.all(store))
     }
 
     pub fn state_of(&self, id: OutboxId) -> ChangeState {

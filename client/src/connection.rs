@@ -235,11 +235,17 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
                 let _ = shared.moves.send(StoreMoved { store: store.clone(), cursor: *cursor });
             }
             ClientEvent::RemoteChanged { store, doc, key } if listening => {
-                let value = st.docs.get(store, doc).and_then(|r| r.get_plain().ok().flatten());
-                let _ = shared.events.send(RemoteChange { store: store.clone(), key: key.clone(), value, at });
+                let value = if st.docs.is_lazy() {
+                    None
+                } else {
+                    st.docs.peek(store, doc).and_then(|r| r.get_plain().ok().flatten())
+                };
+                let changes = st.docs.take_arrived(doc);
+                let _ = shared.events.send(RemoteChange { store: store.clone(), key: key.clone(), value, changes, at });
             }
             _ => {}
         }
     }
+    st.docs.frame_done();
     Some(frames)
 }

@@ -2,14 +2,15 @@
 //! the seeding and fresh-client modes of the initial sync benchmark.
 //!
 //! The workload is [`load`](crate::load)'s: client `c` owns field `c<c>` of every record and its
-//! n-th write to a record sets it to n, at most `window` unacknowledged writes per client. A run
-//! spread over processes cannot measure "seen by every other client" inside one of them, so each
-//! process writes a trace instead: the wall-clock time of each of its puts, and for each write its
-//! own clients observed, how many of them did and when the last one did. `bench/run_load.py`
-//! joins the traces (a write's latency is the latest observation over all processes minus its
-//! put) and drives the processes through stdin and stdout: `ready`, `go`, the finals each wrote,
-//! everyone's finals, `converged`. Wall-clock times work because every process runs on one
-//! machine.
+//! n-th write to a record sets it to n (an update of that field alone), at most `window`
+//! unacknowledged writes per client. A run spread over processes cannot measure "seen by every
+//! other client" inside one of them, so each process writes a trace instead: the wall-clock time
+//! and change hash of each of its writes, and for each change its own clients received, how many
+//! of them did and when the last one did. `bench/run_load.py` joins the traces by record and
+//! change hash (a write's latency is the latest arrival over all processes minus its put) and
+//! drives the processes through stdin and stdout: `ready`, `go`, the finals each wrote,
+//! everyone's finals, `converged` (every client reads every other client's last write to every
+//! record). Wall-clock times work because every process runs on one machine.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::BufRead;
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde::Serialize;
-use tidepool_core::{Key, StoreRef, Value};
+use tidepool_core::automerge::ChangeHash;
+use tidepool_core::{Key, Patch, StoreRef, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::load::{LoadError, field, record_index, record_key};
@@ -45,6 +47,10 @@ pub struct PartOptions {
     /// How long to wait for convergence once everyone has written.
     pub converge: Duration,
     pub trace: PathBuf,
+    /// Clients merge remote changes lazily ([`ClientOptions::lazy_merge`]): a client then
+    /// merges only the records it writes (and, at the end, reads), so the load processes cost
+    /// far less than the hub they measure.
+    pub lazy_merge: bool,
 }
 
 /// Converts `Instant`s to milliseconds since the Unix epoch, from one reading of both clocks.
@@ -67,18 +73,21 @@ impl Clock {
 
 #[derive(Debug, Default)]
 struct Trace {
-    /// (writer, record, n, put time in ms).
-    puts: Vec<(usize, usize, u64, f64)>,
-    /// (writer, record, n) -> (clients of this process that saw it, when the last one did).
-    seen: HashMap<(usize, usize, u64), (usize, f64)>,
-    /// (observer, writer, record) -> highest n seen.
-    observed: HashMap<(usize, usize, usize), u64>,
+    /// (writer, record, n, put time in ms, the change's hash).
+    puts: Vec<(usize, usize, u64, f64, String)>,
+    /// (record, change hash) -> (clients of this process that received it, when the last one
+    /// did). A change's bytes do not name its document, so two records can receive the same
+    /// change (a client's first write of the same value to two new records).
+    seen: HashMap<(usize, ChangeHash), (usize, f64)>,
+    /// (record, change hash) -> its writer, for the writers of this process: a client that
+    /// receives its own change back (completed by the hub) does not count it.
+    own: HashMap<(usize, ChangeHash), usize>,
 }
 
 #[derive(Serialize)]
 struct TraceFile<'a> {
-    puts: &'a [(usize, usize, u64, f64)],
-    seen: Vec<(usize, usize, u64, usize, f64)>,
+    puts: &'a [(usize, usize, u64, f64, String)],
+    seen: Vec<(usize, String, usize, f64)>,
 }
 
 fn lock(trace: &Mutex<Trace>) -> std::sync::MutexGuard<'_, Trace> {
@@ -98,8 +107,10 @@ async fn line() -> Result<String, LoadError> {
         .map_err(|e| LoadError::Coordination(e.to_string()))
 }
 
-fn connect(url: &str, token: &str, store: &StoreRef) -> Arc<Client> {
-    let client = Arc::new(Client::connect(ClientOptions::new(url.to_owned(), token.to_owned())));
+fn connect(url: &str, token: &str, store: &StoreRef, lazy: bool) -> Arc<Client> {
+    let mut options = ClientOptions::new(url.to_owned(), token.to_owned());
+    options.lazy_merge = lazy;
+    let client = Arc::new(Client::connect(options));
     client.subscribe(store.clone());
     client
 }
@@ -111,7 +122,7 @@ pub async fn run_part(o: PartOptions) -> Result<(), LoadError> {
     }
     let clock = Clock::new();
     let clients: Vec<(usize, Arc<Client>)> =
-        (o.first..o.first + o.count).map(|me| (me, connect(&o.url, &o.token, &o.store))).collect();
+        (o.first..o.first + o.count).map(|me| (me, connect(&o.url, &o.token, &o.store, o.lazy_merge))).collect();
     for (_, c) in &clients {
         c.wait_idle(Duration::from_secs(120)).await?;
     }
@@ -127,26 +138,16 @@ pub async fn run_part(o: PartOptions) -> Result<(), LoadError> {
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => break,
                     };
-                    let (Some(record), Some(Value::Object(fields))) = (record_index(&change.key), change.value) else {
-                        continue;
-                    };
+                    let Some(record) = record_index(&change.key) else { continue };
                     let at = clock.ms(change.at);
                     let mut t = lock(&trace);
-                    for (name, value) in fields {
-                        let (Some(writer), Value::Int(v)) = (name.strip_prefix('c').and_then(|w| w.parse().ok()), value) else {
-                            continue;
-                        };
-                        let v = u64::try_from(v).unwrap_or(0);
-                        let before = t.observed.get(&(me, writer, record)).copied().unwrap_or(0);
-                        if writer == me || v <= before {
+                    for hash in change.changes {
+                        if t.own.get(&(record, hash)) == Some(&me) {
                             continue;
                         }
-                        t.observed.insert((me, writer, record), v);
-                        for n in before + 1..=v {
-                            let e = t.seen.entry((writer, record, n)).or_insert((0, at));
-                            e.0 += 1;
-                            e.1 = at;
-                        }
+                        let e = t.seen.entry((record, hash)).or_insert((0, at));
+                        e.0 += 1;
+                        e.1 = at;
                     }
                 }
             })
@@ -185,13 +186,14 @@ pub async fn run_part(o: PartOptions) -> Result<(), LoadError> {
                     let key: Key = record_key(record);
                     let count = counts.entry(record).or_default();
                     *count += 1;
-                    let mut fields = match c.get(&store, &key)? {
-                        Some(Value::Object(fields)) => fields,
-                        _ => BTreeMap::new(),
-                    };
-                    fields.insert(field(me), Value::Int(i64::try_from(*count).unwrap_or(i64::MAX)));
-                    lock(&trace).puts.push((me, record, *count, clock.ms(Instant::now())));
-                    if let Some(id) = c.put(&store, &key, &Value::Object(fields))? {
+                    // Only this client's field: the change is the one a put of the whole
+                    // record with that field changed makes.
+                    let patch = Patch::new().set(field(me), Value::Int(i64::try_from(*count).unwrap_or(i64::MAX)));
+                    let at = clock.ms(Instant::now());
+                    if let Some((id, hash)) = c.update_hashed(&store, &key, &patch)? {
+                        let mut t = lock(&trace);
+                        t.puts.push((me, record, *count, at, hash.to_string()));
+                        t.own.insert((record, hash), me);
                         inflight.push_back(id);
                     }
                 }
@@ -238,7 +240,7 @@ pub async fn run_part(o: PartOptions) -> Result<(), LoadError> {
     }
     {
         let t = lock(&trace);
-        let file = TraceFile { puts: &t.puts, seen: t.seen.iter().map(|(&(w, r, n), &(c, at))| (w, r, n, c, at)).collect() };
+        let file = TraceFile { puts: &t.puts, seen: t.seen.iter().map(|(&(r, hash), &(c, at))| (r, hash.to_string(), c, at)).collect() };
         let json = serde_json::to_vec(&file).map_err(|e| LoadError::Coordination(e.to_string()))?;
         std::fs::write(&o.trace, json).map_err(|e| LoadError::Coordination(format!("{}: {e}", o.trace.display())))?;
     }
@@ -254,7 +256,7 @@ pub async fn run_part(o: PartOptions) -> Result<(), LoadError> {
 /// Puts `records` records of `fields` fields each through one client and waits until the hub
 /// has acknowledged them all; prints one JSON line.
 pub async fn run_seed(url: &str, token: &str, store: &StoreRef, records: usize, fields: usize) -> Result<(), LoadError> {
-    let c = connect(url, token, store);
+    let c = connect(url, token, store, false);
     c.wait_idle(Duration::from_secs(120)).await?;
     let started = Instant::now();
     for r in 0..records {
@@ -276,7 +278,7 @@ pub async fn run_seed(url: &str, token: &str, store: &StoreRef, records: usize, 
 /// A fresh client subscribes and waits until it holds the whole store; prints one JSON line.
 pub async fn run_fresh(url: &str, token: &str, store: &StoreRef, cap: Duration) -> Result<(), LoadError> {
     let started = Instant::now();
-    let c = connect(url, token, store);
+    let c = connect(url, token, store, false);
     let finished = c.wait_idle(cap).await.is_ok();
     let seconds = started.elapsed().as_secs_f64();
     let fetched = c.records(store).len();

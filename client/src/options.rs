@@ -19,6 +19,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Largest frame accepted from the hub.
     pub max_frame: usize,
+    /// Keep remote changes to a record checked but unmerged until the record is next read,
+    /// written or synced, so that a client following a large store and touching few of its
+    /// records pays for merging only those (a load generator, a service). Change events then
+    /// carry the changes' hashes but no value ([`crate::RemoteChange`]).
+    pub lazy_merge: bool,
 }
 
 impl ClientOptions {
@@ -32,6 +37,7 @@ impl ClientOptions {
             ping_interval: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             max_frame: 64 * 1024 * 1024,
+            lazy_merge: false,
         }
     }
 }

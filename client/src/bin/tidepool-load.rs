@@ -52,6 +52,10 @@ struct Cli {
     /// A fresh client downloads the whole store; stops at --cap.
     #[arg(long, conflicts_with = "part")]
     fresh: bool,
+    /// With --part: clients merge remote changes only into the records they write or read
+    /// (`ClientOptions::lazy_merge`), so the load processes cost less than the hub they measure.
+    #[arg(long, requires = "part")]
+    lazy_merge: bool,
 }
 
 fn main() -> Result<()> {
@@ -83,6 +87,7 @@ fn main() -> Result<()> {
             cap: cli.cap,
             converge: cli.timeout,
             trace: trace.clone(),
+            lazy_merge: cli.lazy_merge,
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
         return Ok(runtime.block_on(load_part::run_part(options))?);
