@@ -7,11 +7,12 @@
 //! shared state under a mutex (never held across an await) and nudge the task.
 //!
 //! Code map:
-//! * `options`: [`ClientOptions`] (where to connect, backoff, pings, frame limit).
+//! * `options`: [`ClientOptions`] (where to connect, backoff, pings, frame limit, lazy merging).
 //! * `error`: [`ClientError`], why a client call failed; [`ConnectError`], why a connection
 //!   attempt failed.
 //! * `change`: [`ChangeState`] of a local change and [`RemoteChange`] from other peers.
-//! * `docs`: the in-memory documents core's engine applies frames to.
+//! * `docs`: the in-memory documents core's engine applies frames to, merging remote changes at
+//!   once or when a record is next used.
 //! * `state`: the state shared by the API and the background task.
 //! * `client`: [`Client`], edits and reads.
 //! * `connection`: the background task: connect, run a session, back off, again.

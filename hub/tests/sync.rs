@@ -41,6 +41,55 @@ fn dumped(hub: &HubProcess, store: &StoreRef) -> BTreeMap<String, serde_json::Va
         .collect()
 }
 
+/// A client that merges lazily hears of every change by hash as it arrives, reads every one of
+/// them, and writes on top of them: its own edit keeps the other client's field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazily_merging_client_sees_and_builds_on_every_change() {
+    let dir = TestDir::new();
+    let hub = dir.start(&[]);
+    let token = full_token("app");
+    let eager = client(&hub, &token);
+    let mut options = ClientOptions::new(hub.url(), token.as_str());
+    options.lazy_merge = true;
+    let lazy = Arc::new(Client::connect(options));
+    lazy.subscribe(store());
+    eager.wait_idle(WAIT).await.expect("eager idle");
+    lazy.wait_idle(WAIT).await.expect("lazy idle");
+    let mut heard = lazy.remote_changes();
+
+    let key = Key::from("t1");
+    let mut written = Vec::new();
+    for n in 1..=3i64 {
+        let patch = tidepool_core::Patch::new().set("n", Value::Int(n));
+        let (id, hash) = eager.update_hashed(&store(), &key, &patch).expect("update").expect("a change");
+        assert_eq!(eager.wait_acked(id, WAIT).await.expect("ack"), ChangeState::Acked);
+        written.push(hash);
+    }
+    let mut arrived = Vec::new();
+    while arrived.len() < written.len() {
+        let change = tokio::time::timeout(WAIT, heard.recv()).await.expect("a change event").expect("event");
+        assert_eq!(change.value, None, "a lazy client reads no value on arrival");
+        arrived.extend(change.changes);
+    }
+    assert_eq!(arrived, written, "every change, by the hash its author got");
+    assert_eq!(lazy.get(&store(), &key).expect("get"), Some(object! { "n" => 3i64 }));
+
+    // A change that arrived and was not read yet: the lazy client's write depends on it, so the
+    // record has one head (its own change), not two concurrent ones.
+    let (id, fourth) =
+        eager.update_hashed(&store(), &key, &tidepool_core::Patch::new().set("n", Value::Int(4))).expect("update").expect("a change");
+    eager.wait_acked(id, WAIT).await.expect("ack");
+    let change = tokio::time::timeout(WAIT, heard.recv()).await.expect("a change event").expect("event");
+    assert_eq!(change.changes, vec![fourth]);
+    let later = tidepool_core::Patch::new().set("m", Value::Int(1));
+    let (_, own) = lazy.update_hashed(&store(), &key, &later).expect("update").expect("a change");
+    let mut record = lazy.records(&store()).into_iter().next().expect("the record");
+    assert_eq!(record.heads(), vec![own], "the write built on the change that had arrived");
+    assert!(converge(&[eager.clone(), lazy.clone()], &store(), WAIT).await);
+    assert_eq!(eager.get(&store(), &key).expect("get"), Some(object! { "n" => 4i64, "m" => 1i64 }));
+    assert_eq!(dumped(&hub, &store()), as_json(lazy.values(&store())));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_converge_through_the_hub() {
     let dir = TestDir::new();
