@@ -188,7 +188,8 @@ def section_load(rows, md):
         "traffic, while the load processes stop paying for merging records they never touch; automerge-repo's "
         "clients are its own `Repo`s, merging everything. Writes/s: confirmed writes over the time from the start until every client's writes "
         "were confirmed, or the cap. automerge-repo runs are capped; `finished` is the share of the planned writes "
-        "confirmed by then. Server CPU is measured from the start of writing to convergence; peak RSS is the "
+        "confirmed by then. Server and client CPU are measured from the start of writing to convergence (and, in "
+        "their own column, until every write was confirmed: what set the pace); peak RSS is the "
         "server's VmHWM over the whole run (setup included). Medians over the repetitions; the ratio is the median "
         "of per-repetition ratios of runs done back to back. automerge-repo is 2.5.6 from npm "
         "(bench/node/package-lock.json); its CBOR codec runs without the optional native extractor, whose "
@@ -200,7 +201,7 @@ def section_load(rows, md):
                                                      f"{rec:,} records" for o, w, p, rec in params if o is not None)
               + (f"; cap {', '.join(caps)} s" if caps else "") + ".\n")
     header = ["clients", "system", "runs", "writes/s", "p50 ms", "p99 ms", "finished", "converged", "server CPU s",
-              "server peak RSS MiB", "client CPU s", "load before"]
+              "server peak RSS MiB", "client CPU s", "client CPU s while writing", "load before"]
     out = []
     sizes = sorted({r["clients"] for r in rows})
     stats = {}
@@ -210,23 +211,23 @@ def section_load(rows, md):
             if not g:
                 continue
             s = {k: med([r.get(k) for r in g]) for k in ("writes_per_s", "p50_ms", "p99_ms", "finished", "server_cpu_s",
-                                                        "server_peak_rss_mib", "client_cpu_s")}
+                                                        "server_peak_rss_mib", "client_cpu_s", "client_cpu_writing_s",
+                                                        "server_cpu_writing_s")}
             s["converged"] = all(r.get("converged") for r in g)
             stats[(n, system)] = s
             out.append([n, system, runs(g), fmt(s["writes_per_s"], 1), fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1),
                         f"{s['finished'] * 100:.0f}%", fmt(s["converged"]), fmt(s["server_cpu_s"], 1),
-                        fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 1),
+                        fmt(s["server_peak_rss_mib"], 1), fmt(s["client_cpu_s"], 1), fmt(s["client_cpu_writing_s"], 1),
                         ", ".join(f"{r.get('load_before', 0):.1f}" for r in g)])
     md.append(table(header, out) + "\n")
     # All processes share this machine: where the load processes used far more CPU than the server,
     # they, not the server, set the pace, and the figures bound the server from below only.
-    bound = [(n, system, s) for (n, system), s in sorted(stats.items())
-             if load_bound(s.get("client_cpu_s"), s.get("server_cpu_s"))]
+    bound = [(n, system, s) for (n, system), s in sorted(stats.items()) if load_bound(*pace(s))]
     if bound:
         md.append("Bound by the load generator, not the server (all processes share this machine's "
-                  f"{os.cpu_count()} cores): " + "; ".join(
-                      f"{system} at {n} clients (load processes {s['client_cpu_s']:.0f} s of CPU, server "
-                      f"{s['server_cpu_s']:.1f} s)" for n, system, s in bound)
+                  f"{os.cpu_count()} cores; CPU while writing where the run recorded it): " + "; ".join(
+                      f"{system} at {n} clients (load processes {pace(s)[0]:.1f} s of CPU, server "
+                      f"{pace(s)[1]:.1f} s)" for n, system, s in bound)
                   + ". There, writes/s and latency say how fast the clients could go, not the server; server CPU "
                   "per write is the server's figure.\n")
     failures(rows, md)
@@ -462,6 +463,14 @@ def bridge_pending(rows):
     return out
 
 
+def pace(s):
+    """(load processes' CPU, server's CPU) while the clients wrote, where the run recorded it (the
+    convergence check after writing costs the load processes alone), else from start to convergence."""
+    if s.get("client_cpu_writing_s") is not None and s.get("server_cpu_writing_s") is not None:
+        return s["client_cpu_writing_s"], s["server_cpu_writing_s"]
+    return s.get("client_cpu_s"), s.get("server_cpu_s")
+
+
 def load_bound(client_cpu, server_cpu):
     """Whether load processes that used `client_cpu` seconds, beside a server that used `server_cpu`,
     set the pace: all processes share this machine, so clients far busier than the server bound it."""
@@ -489,7 +498,7 @@ def vs_repo_pending(rows):
     if failed:
         out.append(f"automerge-repo at {', '.join(map(str, failed))} clients: its load clients never got ready (their "
                    "`find`s of the records timed out while the clients set up), so there is no ratio at those sizes.")
-    bound = [r for r in rows if r.get("system") == "tidepool" and load_bound(r.get("client_cpu_s"), r.get("server_cpu_s"))]
+    bound = [r for r in rows if r.get("system") == "tidepool" and load_bound(*pace(r))]
     if bound:
         out.append("Tidepool's hub under load: the load processes, sharing this machine's cores, set the pace "
                    "(see above), so writes/s and latency understate the hub; measuring the hub itself needs the "

@@ -184,6 +184,10 @@ def run_load(a, work, env):
             proc.stdin.write("go\n")
             proc.stdin.flush()
         written = [json.loads(proc.stdout.readline()) for proc, _ in parts]
+        # Once every process has its writes confirmed: what each side spent while writing, before the
+        # convergence check (which reads, and so merges, every record on every client).
+        client_cpu_writing = sum(cpu_seconds(p.pid) for p, _ in parts) - client_cpu0
+        server_cpu_writing = server.cpu() - server_cpu0
         finals = [f for w in written for f in w["written"]]
         for proc, _ in parts:
             proc.stdin.write(json.dumps(finals) + "\n")
@@ -223,6 +227,7 @@ def run_load(a, work, env):
         "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "samples": len(latencies),
         "converged": all(e["converged"] for e in ends), "capped": seconds >= a.cap * 0.999,
         "server_cpu_s": server_cpu, "server_peak_rss_mib": peak, "client_cpu_s": client_cpu,
+        "client_cpu_writing_s": client_cpu_writing, "server_cpu_writing_s": server_cpu_writing,
         "setup_s": setup_s, "load_before": load_before,
     }
 
