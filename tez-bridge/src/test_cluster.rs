@@ -46,8 +46,17 @@ pub fn start_announced(mut cmd: Command, prefix: &str) -> (Running, String) {
 pub fn hdfs(runner_dir: &Path, base: &Path) -> (Running, String) {
     let cp = format!("{}:{}", runner_dir.join("tidepool-tez.jar").display(), runner_dir.join("lib/*").display());
     let mut cmd = Command::new("java");
-    cmd.args(JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
+    cmd.args(JAVA17_OPENS).arg(tmp_dir(base)).arg("-cp").arg(cp).arg("dev.tidepool.tez.HdfsTestCluster").arg(base);
     start_announced(cmd, "READY ")
+}
+
+/// `-Djava.io.tmpdir=` a directory under `base`: the clusters' web servers (Jetty) unpack into
+/// the JVM's temporary directory, and a cluster killed when dropped never removes what it put
+/// there, so it goes where the cluster's own files go and is removed with them.
+fn tmp_dir(base: &Path) -> String {
+    let dir = base.join("jvm-tmp");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    format!("-Djava.io.tmpdir={}", dir.display())
 }
 
 /// Starts the JVM's `YarnTestCluster` (a MiniDFSCluster with two DataNodes and a MiniTezCluster
@@ -64,7 +73,7 @@ pub fn yarn(runner_dir: &Path, base: &Path) -> (Running, std::path::PathBuf, Str
     );
     let mut cmd = Command::new("java");
     // MiniYARNCluster keeps its files under ./target: run it in `base`.
-    cmd.current_dir(base).args(JAVA17_OPENS).arg("-cp").arg(cp).arg("dev.tidepool.tez.YarnTestCluster").arg(base);
+    cmd.current_dir(base).args(JAVA17_OPENS).arg(tmp_dir(base)).arg("-cp").arg(cp).arg("dev.tidepool.tez.YarnTestCluster").arg(base);
     let (running, line) = start_announced(cmd, "READY ");
     let Some((conf, hdfs)) = line.split_once(' ') else { panic!("YarnTestCluster printed {line:?}") };
     (running, conf.into(), hdfs.to_owned())
