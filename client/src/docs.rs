@@ -75,11 +75,15 @@ impl Docs {
     /// Merges what is queued for `doc` into its record.
     fn merge(&mut self, doc: &DocId) -> Result<(), RecordError> {
         let Some((store, changes)) = self.queued.as_mut().and_then(|q| q.remove(doc)) else { return Ok(()) };
-        let Some(record) = self.stores.get_mut(&store).and_then(|docs| docs.get_mut(doc)) else { return Ok(()) };
+        let Some(record) = self.record_mut(&store, doc) else { return Ok(()) };
         for verified in changes {
             record.apply_verified(verified)?;
         }
         Ok(())
+    }
+
+    fn record_mut(&mut self, store: &StoreRef, doc: &DocId) -> Option<&mut Record> {
+        self.stores.get_mut(store)?.get_mut(doc)
     }
 }
 
@@ -120,12 +124,6 @@ impl ClientDocs for Docs {
     fn list(&mut self, store: &StoreRef) -> Vec<(DocId, Vec<u8>)> {
         let Some(docs) = self.stores.get(store) else { return vec![] };
         docs.iter().map(|(id, r)| (*id, r.encoded_key().to_vec())).collect()
-    }
-}
-
-impl Docs {
-    fn record_mut(&mut self, store: &StoreRef, doc: &DocId) -> Option<&mut Record> {
-        self.stores.get_mut(store)?.get_mut(doc)
     }
 }
 
