@@ -444,6 +444,11 @@ impl Record {
         &self.doc
     }
 
+    /// The Automerge document, for readers in core that need `&mut` (change metadata).
+    pub(crate) fn doc_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
     /// A copy of the document as it was at `heads` (write-back builds its change there).
     pub(crate) fn fork_at(&mut self, heads: &[ChangeHash]) -> Result<AutoCommit, automerge::AutomergeError> {
         self.doc.fork_at(heads)
