@@ -52,6 +52,11 @@ impl Verified {
         Ok(Verified { changes })
     }
 
+    /// The changes, in the order they came.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
     pub fn hashes(&self) -> impl Iterator<Item = ChangeHash> + '_ {
         self.changes.iter().map(Change::hash)
     }

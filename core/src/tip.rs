@@ -37,6 +37,9 @@ type OpRef = (u64, ActorId);
 /// See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tip {
+    /// The heads this tip is of, sorted: a store that finds other heads beside it (written by a
+    /// version that kept no tips) must not use it.
+    heads: Vec<ChangeHash>,
     max_op: u64,
     /// Each actor's newest seq and the hash of that change (Automerge lists an actor's previous
     /// change among a new change's dependencies even when the heads already descend from it).
@@ -122,12 +125,20 @@ impl Tip {
                 *newest = (meta.seq, meta.hash);
             }
         }
-        Some(Tip { max_op, actors, live, fields, prov: provs })
+        let mut heads = doc.get_heads();
+        heads.sort();
+        Some(Tip { heads, max_op, actors, live, fields, prov: provs })
     }
 
-    /// Takes `change` on a document whose heads are `heads` and whose tip this is, or returns
-    /// `None` if its shape needs the document (see the module documentation).
-    pub fn forward(&self, heads: &[ChangeHash], change: &Change) -> Option<Forward> {
+    /// The heads this tip is of, sorted.
+    pub fn heads(&self) -> &[ChangeHash] {
+        &self.heads
+    }
+
+    /// Takes `change` on the document whose tip this is, or returns `None` if its shape needs
+    /// the document (see the module documentation).
+    pub fn forward(&self, change: &Change) -> Option<Forward> {
+        let heads = &self.heads;
         // Every head, and besides them only changes the document holds (an actor's newest, the
         // one extra dependency Automerge adds): the change then is the document's only head.
         let deps = change.deps();
@@ -189,6 +200,7 @@ impl Tip {
         if tip.live.is_empty() {
             return None;
         }
+        tip.heads = vec![change.hash()];
         tip.max_op = change.max_op();
         tip.actors.insert(actor.clone(), (change.seq(), change.hash()));
         Some(Forward { tip, head: change.hash(), edits })
@@ -199,6 +211,10 @@ impl Tip {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
         let index: BTreeMap<&ActorId, u64> = self.actors.keys().zip(0u64..).collect();
+        put_uint(&mut out, self.heads.len() as u64);
+        for head in &self.heads {
+            out.extend_from_slice(&head.0);
+        }
         put_uint(&mut out, self.max_op);
         put_uint(&mut out, self.actors.len() as u64);
         for (actor, (seq, hash)) in &self.actors {
@@ -228,6 +244,10 @@ impl Tip {
         let mut r = Reader(bytes);
         if r.byte()? != VERSION {
             return Err(TipError("unknown version"));
+        }
+        let mut heads = Vec::new();
+        for _ in 0..r.len()? {
+            heads.push(ChangeHash(r.array()?));
         }
         let max_op = r.uint()?;
         let n = r.len()?;
@@ -262,7 +282,7 @@ impl Tip {
             return Err(TipError("trailing bytes"));
         }
         let [fields, prov] = maps;
-        Ok(Tip { max_op, actors, live, fields, prov })
+        Ok(Tip { heads, max_op, actors, live, fields, prov })
     }
 }
 

@@ -238,6 +238,11 @@ fn pages_cover_every_document_once<B: Backend>(mut hub: HubEngine<B>) {
     let want = (0..120).filter(|i| i % 7 == 0 && i % 5 != 1).count();
     assert_eq!(deleted, want, "deleted records are listed, without a value");
 
+    // Edits made on a document's heads were logged on its tip, without loading it; the columns
+    // they left are what loading the document gives.
+    assert!(hub.storage().stats().tip_appends > 0, "no edit was taken on a tip");
+    assert_columns_match_documents(hub.storage_mut(), "after edits on tips");
+
     let mut exporter = Peer::new(&mut hub, 3, false);
     pump(&mut hub, &mut [&mut exporter]);
     let head = hub.storage_mut().head_seq(&store()).expect("head");

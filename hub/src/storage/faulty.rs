@@ -148,15 +148,20 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.prune(store, upto)
     }
 
+    fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<super::ExportRow>, StorageError> {
+        self.inner.export_row(store, doc)
+    }
+
     fn put_export(
         &mut self,
         store: &StoreRef,
         doc: DocId,
         heads: &[[u8; 32]],
         value: Option<&[u8]>,
+        tip: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         self.write()?;
-        self.inner.put_export(store, doc, heads, value)
+        self.inner.put_export(store, doc, heads, value, tip)
     }
 
     fn unexported_docs(

@@ -9,8 +9,8 @@ use tidepool_core::{DocId, StoreRef};
 
 use super::{Backend, DocRow, LogRow, StorageError, StoreMeta};
 
-/// A document's export columns: heads and the plain value as JSON.
-type ExportCols = (Vec<[u8; 32]>, Option<Vec<u8>>);
+/// A document's export columns: heads, the plain value as JSON, and the tip.
+type ExportCols = (Vec<[u8; 32]>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 #[derive(Debug, Clone)]
 enum Undo {
@@ -125,7 +125,7 @@ impl MemoryBackend {
         let mut records = Vec::new();
         for (doc, key) in keys {
             let Some(key) = key else { continue };
-            let (heads, value) =
+            let (heads, value, _) =
                 cols.remove(&doc).ok_or_else(|| StorageError::Malformed(format!("{doc} has no export columns")))?;
             records.push(ExportRecord { doc, key, heads, value });
         }
@@ -288,14 +288,20 @@ impl Backend for MemoryBackend {
         doc: DocId,
         heads: &[[u8; 32]],
         value: Option<&[u8]>,
+        tip: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         self.journal()?;
         if !self.docs.get(store).is_some_and(|d| d.contains_key(&doc)) {
             return Err(StorageError::Malformed(format!("export columns for {doc}, which has no row")));
         }
-        let old = self.export_cols.entry(store.clone()).or_default().insert(doc, (heads.to_vec(), value.map(<[u8]>::to_vec)));
+        let old = self.export_cols.entry(store.clone()).or_default().insert(doc, (heads.to_vec(), value.map(<[u8]>::to_vec), tip.map(<[u8]>::to_vec)));
         self.journal()?.push(Undo::Export(store.clone(), doc, old));
         Ok(())
+    }
+
+    fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<super::ExportRow>, StorageError> {
+        let cols = self.export_cols.get(store).and_then(|c| c.get(&doc));
+        Ok(cols.map(|(heads, value, tip)| super::ExportRow { heads: heads.clone(), value: value.clone(), tip: tip.clone() }))
     }
 
     fn unexported_docs(

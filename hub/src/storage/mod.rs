@@ -15,7 +15,10 @@
 //! * per document, its export columns: the heads and the plain value as JSON (none while the
 //!   record is deleted), rewritten in the transaction of every log row of the document, so an
 //!   export reads rows and loads no document. Rows written before these columns existed are
-//!   filled by [`Storage::backfill_exports`].
+//!   filled by [`Storage::backfill_exports`]. Beside them the document's tip (core's `Tip`),
+//!   with which a change made directly on the heads is logged and its columns rewritten without
+//!   loading the document; the tip names the heads it is of, so one left behind by a hub that
+//!   kept no tips is never used.
 //!
 //! A document's state is its snapshot (or the empty genesis) plus its log rows after `snap_seq`.
 //! Compaction snapshots a document before pruning any log row it still needs.
@@ -23,6 +26,7 @@
 mod faulty;
 mod lru;
 mod memory;
+mod patch;
 mod postgresql;
 mod sqlite;
 mod store;
@@ -113,6 +117,14 @@ pub struct DocRow {
     pub snapshot: Option<Vec<u8>>,
 }
 
+/// A document's export columns and tip, as [`Backend::export_row`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    pub heads: Vec<[u8; 32]>,
+    pub value: Option<Vec<u8>>,
+    pub tip: Option<Vec<u8>>,
+}
+
 /// A log row as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRow {
@@ -184,9 +196,19 @@ pub trait Backend: Send {
     fn prune(&mut self, store: &StoreRef, upto: u64) -> Result<(), StorageError>;
 
     /// Sets the document's export columns (its row exists: written after [`Backend::append`] in
-    /// the same transaction). `value` is `None` for a deleted record.
-    fn put_export(&mut self, store: &StoreRef, doc: DocId, heads: &[[u8; 32]], value: Option<&[u8]>)
-    -> Result<(), StorageError>;
+    /// the same transaction). `value` is `None` for a deleted record, `tip` for a document that
+    /// has none (core's [`tidepool_core::Tip`], encoded).
+    fn put_export(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+        tip: Option<&[u8]>,
+    ) -> Result<(), StorageError>;
+    /// The document's export columns and tip, or `None` if it has no row or its export columns
+    /// were never written.
+    fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<ExportRow>, StorageError>;
     /// Documents in id order after `after`, at most `limit`, whose export columns were never
     /// written (stored before they existed).
     fn unexported_docs(

@@ -26,7 +26,7 @@ use tidepool_core::wire::{ExportRecord, PeerId};
 use tidepool_core::{DocId, StoreRef};
 
 use super::{
-    Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
+    Backend, DocRow, ExportRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
 };
 
 /// Created in one transaction under an advisory lock, so hubs starting together on an empty
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS tidepool_docs (
     value BYTEA,
     PRIMARY KEY (store, doc)
 );
+ALTER TABLE tidepool_docs ADD COLUMN IF NOT EXISTS tip BYTEA;
 CREATE INDEX IF NOT EXISTS tidepool_docs_unexported ON tidepool_docs (store, doc) WHERE heads IS NULL;
 CREATE TABLE IF NOT EXISTS tidepool_log (
     store BIGINT NOT NULL,
@@ -500,6 +501,7 @@ impl Backend for PostgresBackend {
         doc: DocId,
         heads: &[[u8; 32]],
         value: Option<&[u8]>,
+        tip: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         self.writable()?;
         self.fence(&store.db)?;
@@ -507,13 +509,26 @@ impl Backend for PostgresBackend {
             return Err(StorageError::Malformed(format!("export columns for {doc} of a store without rows")));
         };
         let updated = self.client.execute(
-            "UPDATE tidepool_docs SET heads = $3, value = $4 WHERE store = $1 AND doc = $2",
-            &[&id, &doc.0.as_slice(), &encode_heads(heads), &value],
+            "UPDATE tidepool_docs SET heads = $3, value = $4, tip = $5 WHERE store = $1 AND doc = $2",
+            &[&id, &doc.0.as_slice(), &encode_heads(heads), &value, &tip],
         )?;
         if updated != 1 {
             return Err(StorageError::Malformed(format!("export columns for {doc}, which has no row")));
         }
         Ok(())
+    }
+
+    fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<ExportRow>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(None) };
+        let row = self.client.query_opt(
+            "SELECT heads, value, tip FROM tidepool_docs WHERE store = $1 AND doc = $2 AND heads IS NOT NULL",
+            &[&id, &doc.0.as_slice()],
+        )?;
+        row.map(|r| {
+            let heads: &[u8] = r.get(0);
+            Ok(ExportRow { heads: decode_heads(heads)?, value: r.get(1), tip: r.get(2) })
+        })
+        .transpose()
     }
 
     fn unexported_docs(

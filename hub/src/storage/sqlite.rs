@@ -22,7 +22,7 @@ use tidepool_core::wire::{ExportRecord, PeerId};
 use tidepool_core::{DocId, StoreRef};
 
 use super::{
-    Backend, DocRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
+    Backend, DocRow, ExportRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
 };
 
 const SCHEMA_VERSION: i64 = 2;
@@ -56,6 +56,7 @@ CREATE TABLE docs (
     snapshot BLOB,
     heads BLOB,
     value BLOB,
+    tip BLOB,
     PRIMARY KEY (store, doc)
 );
 CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
@@ -84,6 +85,10 @@ ALTER TABLE docs ADD COLUMN value BLOB;
 CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
 PRAGMA user_version = 2;
 ";
+
+/// The tip column, added to files of version 2 that lack it. No version of its own: a hub that
+/// keeps no tips ignores it, and a tip names the heads it is of.
+const ADD_TIP: &str = "ALTER TABLE docs ADD COLUMN tip BLOB";
 
 /// An open export: a connection inside its read transaction.
 struct Export {
@@ -166,6 +171,11 @@ impl SqliteBackend {
             (found, _) => return Err(StorageError::Schema { found, expected: SCHEMA_VERSION }),
         }
         if mode == OpenMode::ReadWrite {
+            let has_tip: bool =
+                conn.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('docs') WHERE name = 'tip'", [], |r| r.get(0))?;
+            if !has_tip {
+                conn.execute_batch(ADD_TIP)?;
+            }
             // Exports page through it in storage order. Every file gets it here, whether new,
             // migrated or written before exports read that way (built once, then a no-op).
             conn.execute_batch(DOCS_BY_STORE)?;
@@ -501,6 +511,7 @@ impl Backend for SqliteBackend {
         doc: DocId,
         heads: &[[u8; 32]],
         value: Option<&[u8]>,
+        tip: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         if self.conn.is_autocommit() {
             return Err(StorageError::NoTransaction);
@@ -513,12 +524,24 @@ impl Backend for SqliteBackend {
         };
         let updated = self
             .conn
-            .prepare_cached("UPDATE docs SET heads = ?3, value = ?4 WHERE store = ?1 AND doc = ?2")?
-            .execute(params![id, doc.0.to_vec(), encode_heads(heads), value])?;
+            .prepare_cached("UPDATE docs SET heads = ?3, value = ?4, tip = ?5 WHERE store = ?1 AND doc = ?2")?
+            .execute(params![id, doc.0.to_vec(), encode_heads(heads), value, tip])?;
         if updated != 1 {
             return Err(StorageError::Malformed(format!("export columns for {doc}, which has no row")));
         }
         Ok(())
+    }
+
+    fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<ExportRow>, StorageError> {
+        let Some(id) = self.store_id(store)? else { return Ok(None) };
+        let row = self
+            .conn
+            .prepare_cached("SELECT heads, value, tip FROM docs WHERE store = ?1 AND doc = ?2 AND heads IS NOT NULL")?
+            .query_row(params![id, doc.0.to_vec()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?, r.get::<_, Option<Vec<u8>>>(2)?))
+            })
+            .optional()?;
+        row.map(|(heads, value, tip)| Ok(ExportRow { heads: decode_heads(&heads)?, value, tip })).transpose()
     }
 
     fn unexported_docs(

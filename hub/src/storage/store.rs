@@ -7,11 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tidepool_core::automerge::{ActorId, ChangeHash};
 use tidepool_core::sync::{HubStore, LogEntry};
 use tidepool_core::wire::{ExportRecord, Payload, PeerId};
-use tidepool_core::{DocId, Record, StoreRef};
+use tidepool_core::{DocId, Record, StoreRef, Tip, Verified};
 use tidepool_json::JsonValue;
 
 use super::lru::Lru;
-use super::{Backend, LogRow, StorageError, StoreMeta};
+use super::patch::patch_value;
+use super::{Backend, ExportRow, LogRow, StorageError, StoreMeta};
 
 /// How a [`Storage`] behaves.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct StorageStats {
     pub exports_open: u64,
     /// Documents whose export columns were filled by [`Storage::backfill_exports`].
     pub backfilled: u64,
+    /// Log entries taken on a document's tip, without loading it.
+    pub tip_appends: u64,
 }
 
 struct Cached {
@@ -426,7 +429,8 @@ impl<B: Backend> Storage<B> {
         Ok(filled)
     }
 
-    /// Writes the record's heads and plain value (Tidepool's JSON mapping) as its export columns.
+    /// Writes the record's heads and plain value (Tidepool's JSON mapping) as its export columns,
+    /// and its tip.
     fn write_export(&mut self, store: &StoreRef, doc: DocId, record: &mut Record) -> Result<(), StorageError> {
         let heads: Vec<[u8; 32]> = record.heads().iter().map(|h| h.0).collect();
         let value = match record.get_plain() {
@@ -442,7 +446,22 @@ impl<B: Backend> Storage<B> {
             .map(|v| serde_json::to_vec(&JsonValue(&v)))
             .transpose()
             .map_err(|e| StorageError::Malformed(format!("value of {doc} as JSON: {e}")))?;
-        self.backend.put_export(store, doc, &heads, value.as_deref())
+        let tip = Tip::of(record).map(|t| t.encode());
+        self.backend.put_export(store, doc, &heads, value.as_deref(), tip.as_deref())
+    }
+
+    /// Writes a log row (the store's head + 1) and returns its seq.
+    fn log_row(&mut self, store: &StoreRef, doc: DocId, key: &[u8], changes: Vec<Vec<u8>>, origin: PeerId) -> Result<u64, StorageError> {
+        self.ensure_tx()?;
+        let meta = self.meta(store)?;
+        let seq = meta.head + 1;
+        let count = changes.len() as u64;
+        let row = LogRow { seq, doc, key: key.to_vec(), changes, origin, at_ms: (self.clock)() };
+        self.backend.append(store, &row)?;
+        self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
+        self.stats.entries_appended += 1;
+        self.stats.changes_appended += count;
+        Ok(seq)
     }
 
     /// Every store with a log.
@@ -491,15 +510,7 @@ impl<B: Backend> HubStore for Storage<B> {
         changes: Vec<Vec<u8>>,
         origin: PeerId,
     ) -> Result<u64, StorageError> {
-        self.ensure_tx()?;
-        let meta = self.meta(store)?;
-        let seq = meta.head + 1;
-        let count = changes.len() as u64;
-        let row = LogRow { seq, doc, key: key.to_vec(), changes, origin, at_ms: (self.clock)() };
-        self.backend.append(store, &row)?;
-        self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
-        self.stats.entries_appended += 1;
-        self.stats.changes_appended += count;
+        let seq = self.log_row(store, doc, key, changes, origin)?;
         let slot = (store.clone(), doc);
         let snapshot_every = self.options.snapshot_every.max(1);
         if let Some(mut cached) = self.cache.remove(&slot) {
@@ -518,6 +529,42 @@ impl<B: Backend> HubStore for Storage<B> {
             self.write_export(store, doc, &mut loaded.record)?;
         }
         Ok(seq)
+    }
+
+    fn append_on_tip(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        changes: &Verified,
+        origin: PeerId,
+    ) -> Result<Option<u64>, StorageError> {
+        // A loaded document takes the change itself; the log row keeps the two the same.
+        let [change] = changes.changes() else { return Ok(None) };
+        if self.options.read_only || self.cache.contains(&(store.clone(), doc)) {
+            return Ok(None);
+        }
+        let Some(ExportRow { heads, value: Some(value), tip: Some(tip) }) = self.backend.export_row(store, doc)? else {
+            return Ok(None);
+        };
+        let tip = match Tip::decode(&tip) {
+            Ok(tip) => tip,
+            Err(e) => {
+                tracing::warn!(%store, %doc, error = %e, "the stored tip does not read; the document is loaded instead");
+                return Ok(None);
+            }
+        };
+        let mut stored: Vec<ChangeHash> = heads.into_iter().map(ChangeHash).collect();
+        stored.sort();
+        if tip.heads() != stored.as_slice() {
+            return Ok(None);
+        }
+        let Some(forward) = tip.forward(change) else { return Ok(None) };
+        let Some(value) = patch_value(&value, &forward.edits) else { return Ok(None) };
+        let seq = self.log_row(store, doc, key, vec![change.raw_bytes().to_vec()], origin)?;
+        self.backend.put_export(store, doc, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
+        self.stats.tip_appends += 1;
+        Ok(Some(seq))
     }
 
     fn head_seq(&mut self, store: &StoreRef) -> Result<u64, StorageError> {

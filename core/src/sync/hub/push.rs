@@ -48,6 +48,13 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         let mut back = Vec::new();
         let mut last_seq = None;
         for (doc, key, changes) in parsed {
+            if let Some(seq) = self.store.append_on_tip(&store, doc, &key, &changes, origin)? {
+                let bytes = changes.changes().iter().map(|c| c.raw_bytes().to_vec()).collect();
+                fanout.push(DocData { doc, key, payload: Payload::Changes(bytes) });
+                last_seq = Some(seq);
+                out.durable = true;
+                continue;
+            }
             let pushed: HashSet<ChangeHash> = changes.hashes().collect();
             let record = self.store.record(&store, doc, &key)?;
             let before = record.heads();

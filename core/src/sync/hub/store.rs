@@ -2,6 +2,7 @@
 //! it with durable storage.
 
 use crate::doc_id::{DocId, StoreRef};
+use crate::foreign::Verified;
 use crate::record::Record;
 use crate::wire::{ExportRecord, PeerId};
 
@@ -33,6 +34,19 @@ pub trait HubStore {
         changes: Vec<Vec<u8>>,
         origin: PeerId,
     ) -> Result<u64, Self::Error>;
+    /// Logs `changes` for `doc` without loading the record, where the store can take them on the
+    /// document's tip (one change made directly on its heads, see [`crate::tip`]), and returns
+    /// the entry's sequence number; `None` when it cannot, and the engine loads the record.
+    fn append_on_tip(
+        &mut self,
+        _store: &StoreRef,
+        _doc: DocId,
+        _key: &[u8],
+        _changes: &Verified,
+        _origin: PeerId,
+    ) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
+    }
     /// The sequence number of the store's newest log entry (0 for an empty log).
     fn head_seq(&mut self, store: &StoreRef) -> Result<u64, Self::Error>;
     /// Log entries after `after`, oldest first, at most `limit`; `None` if the log no longer
