@@ -32,7 +32,7 @@ pub const MAX_TIP_CHANGES: u64 = 512;
 const VERSION: u8 = 1;
 
 /// An op's id: its counter and actor.
-type OpRef = (u64, ActorId);
+pub(crate) type OpRef = (u64, ActorId);
 
 /// See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +133,26 @@ impl Tip {
     /// The heads this tip is of, sorted.
     pub fn heads(&self) -> &[ChangeHash] {
         &self.heads
+    }
+
+    /// The newest op counter.
+    pub(crate) fn max_op(&self) -> u64 {
+        self.max_op
+    }
+
+    /// Whether `actor` wrote any change of the document.
+    pub(crate) fn has_actor(&self, actor: &ActorId) -> bool {
+        self.actors.contains_key(actor)
+    }
+
+    /// The ops holding field `key` of `v` (none if it is absent), sorted.
+    pub(crate) fn field_ops(&self, key: &str) -> &[OpRef] {
+        self.fields.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The ops holding field `key` of `prov`, sorted.
+    pub(crate) fn prov_ops(&self, key: &str) -> &[OpRef] {
+        self.prov.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Takes `change` on the document whose tip this is, or returns `None` if its shape needs

@@ -7,6 +7,8 @@
 //! on the snapshot heads, it merges with whatever users did after the snapshot like any
 //! concurrent edit.
 
+mod on_tip;
+
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
@@ -19,6 +21,8 @@ use crate::reconcile::{ReconcileError, reconcile_map, reconcile_prop};
 use crate::layout::{LIVE, PROVENANCE, VALUE, mark_live};
 use crate::record::{LocalChange, Record};
 use crate::value::{Value, ValueError};
+
+pub use on_tip::Held;
 
 /// The timestamp of every write-back change, so retries are byte-identical.
 pub const WRITE_BACK_TIME: i64 = 0;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use automerge::{ActorId, Change};
 use proptest::prelude::*;
 use tidepool_core::wire::Payload;
+use tidepool_core::writeback::Held;
 use tidepool_core::{Key, Patch, Record, StoreRef, Tip, Value, WriteBack, WriteMode, object};
 
 fn record(actor: u8) -> Record {
@@ -158,6 +159,51 @@ proptest! {
                 prop_assert!(on_hub_heads || !took, "a change on other heads needs the document");
                 prop_assert!(took || !fast_expected, "a user's scalar edit on the hub's heads must be taken");
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A field write-back built on the tip is the very change the document gives, whenever the
+    /// tip can build it, and it can for plain scalars on plain scalars.
+    #[test]
+    fn a_write_back_on_the_tip_is_the_change_the_document_gives(
+        steps in proptest::collection::vec(arb_step(), 0..8),
+        fields in arb_fields(),
+        run in 0u8..3,
+    ) {
+        let mut hub = record(9);
+        let mut peers = [record(1), record(2), record(3)];
+        for (time, (who, _, edit)) in steps.into_iter().enumerate() {
+            let peer = &mut peers[who];
+            peer.apply(&Payload::Changes(hub.changes_since(&[]))).expect("applies");
+            let change = match &edit {
+                Edit::Put(fields) => peer.put(&Value::Object(fields.clone()), time as i64).expect("put"),
+                Edit::Set(k, v) => peer.update(&Patch::new().set(k.clone(), v.clone()), time as i64).ok().flatten(),
+                Edit::Remove(k) => peer.update(&Patch::new().remove(k.clone()), time as i64).ok().flatten(),
+                Edit::Delete => peer.delete(time as i64).expect("delete"),
+                Edit::WriteBack { run, fields, whole } => {
+                    let heads = hub.heads();
+                    let mode = if *whole { WriteMode::WholeRecord } else { WriteMode::Fields };
+                    WriteBack::new("job", format!("run-{run}")).change(&mut hub.clone(), &heads, fields, mode).ok().flatten()
+                }
+            };
+            if let Some(c) = change {
+                hub.apply(&Payload::Changes(vec![c.bytes])).expect("applies");
+            }
+        }
+        let Some(tip) = Tip::of(&mut hub) else { return Ok(()) };
+        let wb = WriteBack::new("job", format!("again-{run}"));
+        let doc = hub.id();
+        let heads = hub.heads();
+        let on_tip = wb.change_on_tip(&doc, &tip, &fields, |f| Held::at(&hub, f));
+        let expected = wb.change(&mut hub.clone(), &heads, &fields, WriteMode::Fields).expect("builds");
+        let plain = only_plain_scalars(&fields) && plain_at(&hub, &fields.keys().collect::<Vec<_>>());
+        match on_tip {
+            Some(built) => prop_assert_eq!(built.expect("builds"), expected),
+            None => prop_assert!(!plain, "plain scalars on plain scalars are built on the tip"),
         }
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
-use tidepool_core::{DocId, Record, StoreRef, WriteBack, WriteBackError, WriteMode};
+use tidepool_core::writeback::Held;
+use tidepool_core::{DocId, Record, StoreRef, Tip, WriteBack, WriteBackError, WriteMode};
 
 use crate::heads::DocHeads;
 use crate::output::{FieldResult, GroupResult};
@@ -63,8 +64,14 @@ pub fn field_changes(
         at.sort();
         let err = |source| PlanError::WriteBack { doc: r.doc, source };
         let planned = if now == at {
-            // Unchanged since the snapshot, so the hub cannot have this run's change yet.
-            wb.change_consuming(record, h, &r.fields, WriteMode::Fields).map_err(err)?.map(|c| (c, false))
+            // Unchanged since the snapshot, so the hub cannot have this run's change yet. Plain
+            // scalars are built on the record's tip, without an Automerge transaction.
+            let on_tip = Tip::of(&mut record).and_then(|tip| wb.change_on_tip(&r.doc, &tip, &r.fields, |f| Held::at(&record, f)));
+            let change = match on_tip {
+                Some(built) => built.map_err(err)?,
+                None => wb.change_consuming(record, h, &r.fields, WriteMode::Fields).map_err(err)?,
+            };
+            change.map(|c| (c, false))
         } else {
             let change = wb.change(&mut record, h, &r.fields, WriteMode::Fields).map_err(err)?;
             change.map(|c| {
