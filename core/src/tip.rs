@@ -48,6 +48,9 @@ pub struct Tip {
     live: Vec<OpRef>,
     /// Per field of `v`, the ops holding it, sorted.
     fields: BTreeMap<String, Vec<OpRef>>,
+    /// The fields of `v` whose value is not a plain scalar (an object, text or a counter): a put
+    /// there reconciles in place, which needs the document.
+    other: BTreeSet<String>,
     /// Per field of `prov`, the ops holding it, sorted.
     prov: BTreeMap<String, Vec<OpRef>>,
 }
@@ -109,8 +112,16 @@ impl Tip {
         let prov = genesis_map(doc, PROVENANCE, 2)?;
         let live = holders(doc, &ROOT, LIVE)?;
         let mut fields = BTreeMap::new();
+        let mut other = BTreeSet::new();
         for key in doc.keys(&value).collect::<Vec<_>>() {
             fields.insert(key.clone(), holders(doc, &value, &key)?);
+            let plain = match doc.get(&value, &key).ok()? {
+                Some((automerge::Value::Scalar(s), _)) => !s.is_counter() && Value::from_scalar(&s).is_ok(),
+                _ => false,
+            };
+            if !plain {
+                other.insert(key);
+            }
         }
         let mut provs = BTreeMap::new();
         for key in doc.keys(&prov).collect::<Vec<_>>() {
@@ -127,7 +138,7 @@ impl Tip {
         }
         let mut heads = doc.get_heads();
         heads.sort();
-        Some(Tip { heads, max_op, actors, live, fields, prov: provs })
+        Some(Tip { heads, max_op, actors, live, fields, other, prov: provs })
     }
 
     /// The heads this tip is of, sorted.
@@ -148,6 +159,11 @@ impl Tip {
     /// The ops holding field `key` of `v` (none if it is absent), sorted.
     pub(crate) fn field_ops(&self, key: &str) -> &[OpRef] {
         self.fields.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether field `key` of `v` holds something other than a plain scalar.
+    pub(crate) fn holds_other(&self, key: &str) -> bool {
+        self.other.contains(key)
     }
 
     /// The ops holding field `key` of `prov`, sorted.
@@ -197,6 +213,11 @@ impl Tip {
                     }
                     let plain = Value::from_scalar(s).ok()?.to_plain();
                     tip.fields.insert(key.to_string(), vec![id]);
+                    if s.is_counter() {
+                        tip.other.insert(key.to_string());
+                    } else {
+                        tip.other.remove(key.as_str());
+                    }
                     edits.push((key.to_string(), Some(plain)));
                 }
                 (ObjectId::Id(obj), OpType::Delete) if *obj == value_obj => {
@@ -204,6 +225,7 @@ impl Tip {
                         return None;
                     }
                     tip.fields.remove(key.as_str());
+                    tip.other.remove(key.as_str());
                     edits.push((key.to_string(), None));
                 }
                 (ObjectId::Id(obj), OpType::Make(ObjType::Map)) if *obj == prov_obj => {
@@ -250,11 +272,14 @@ impl Tip {
             }
         };
         put_ops(&mut out, &self.live);
-        for map in [&self.fields, &self.prov] {
+        for (i, map) in [&self.fields, &self.prov].into_iter().enumerate() {
             put_uint(&mut out, map.len() as u64);
             for (key, ops) in map {
                 put_bytes(&mut out, key.as_bytes());
                 put_ops(&mut out, ops);
+                if i == 0 {
+                    out.push(u8::from(self.other.contains(key)));
+                }
             }
         }
         out
@@ -292,17 +317,21 @@ impl Tip {
         };
         let live = ops(&mut r)?;
         let mut maps = [BTreeMap::new(), BTreeMap::new()];
-        for map in &mut maps {
+        let mut other = BTreeSet::new();
+        for (i, map) in maps.iter_mut().enumerate() {
             for _ in 0..r.len()? {
                 let key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| TipError("a field name is not UTF-8"))?;
-                map.insert(key, ops(&mut r)?);
+                map.insert(key.clone(), ops(&mut r)?);
+                if i == 0 && r.byte()? != 0 {
+                    other.insert(key);
+                }
             }
         }
         if !r.0.is_empty() {
             return Err(TipError("trailing bytes"));
         }
         let [fields, prov] = maps;
-        Ok(Tip { heads, max_op, actors, live, fields, prov })
+        Ok(Tip { heads, max_op, actors, live, fields, other, prov })
     }
 }
 

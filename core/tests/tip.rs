@@ -198,7 +198,13 @@ proptest! {
         let wb = WriteBack::new("job", format!("again-{run}"));
         let doc = hub.id();
         let heads = hub.heads();
-        let on_tip = wb.change_on_tip(&doc, &tip, &fields, |f| Held::at(&hub, f));
+        // What the tip and the exported plain value say each field holds is what the document
+        // says.
+        let Ok(Some(Value::Object(plain))) = hub.get_plain() else { return Ok(()) };
+        for f in fields.keys().chain(plain.keys()) {
+            prop_assert_eq!(format!("{:?}", Held::on_tip(&tip, &plain, f)), format!("{:?}", Held::at(&hub, f)), "field {}", f);
+        }
+        let on_tip = wb.change_on_tip(&doc, &tip, &fields, |f| Held::on_tip(&tip, &plain, f));
         let expected = wb.change(&mut hub.clone(), &heads, &fields, WriteMode::Fields).expect("builds");
         let plain = only_plain_scalars(&fields) && plain_at(&hub, &fields.keys().collect::<Vec<_>>());
         match on_tip {

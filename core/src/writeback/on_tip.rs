@@ -40,6 +40,21 @@ impl Held {
     }
 }
 
+impl Held {
+    /// What a record holds at field `field`, from its tip and its plain value (as the hub
+    /// exports it) at the tip's heads.
+    pub fn on_tip(tip: &Tip, plain: &BTreeMap<String, Value>, field: &str) -> Held {
+        if tip.holds_other(field) {
+            return Held::Other;
+        }
+        match plain.get(field) {
+            None if tip.field_ops(field).is_empty() => Held::Absent,
+            Some(v) if v.to_scalar().is_some() && !matches!(v, Value::Counter(_)) => Held::Scalar(v.clone()),
+            _ => Held::Other,
+        }
+    }
+}
+
 fn op(action: OpType, obj: ObjectId, key: &str, pred: &[OpRef]) -> Op {
     Op {
         action,
