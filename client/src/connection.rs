@@ -198,8 +198,8 @@ fn handle_frame(shared: &Shared, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
             st.replies.page(store, page);
             false
         }
-        ClientEvent::Fetched { request, docs, last, .. } => {
-            st.replies.fetched(*request, std::mem::take(docs), *last);
+        ClientEvent::Fetched { request, docs, tips, last, .. } => {
+            st.replies.fetched(*request, std::mem::take(docs), std::mem::take(tips), *last);
             false
         }
         ClientEvent::HubError { code, detail } if st.replies.is_waiting() => {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, ExportRecord};
+use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, ExportRecord, TipRecord};
 use tidepool_core::{DocId, StoreRef};
 use tokio::sync::oneshot;
 
@@ -29,13 +29,20 @@ pub struct ExportPage {
     pub last: bool,
 }
 
+/// The answer to a fetch: documents answered by their tips, and whole documents (saved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub tips: Vec<TipRecord>,
+    pub docs: Vec<DocData>,
+}
+
 type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
 
 /// Requests waiting for the hub.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
     exports: HashMap<StoreRef, Answer<ExportPage>>,
-    fetches: HashMap<u64, (Vec<DocData>, Answer<Vec<DocData>>)>,
+    fetches: HashMap<u64, (Fetched, Answer<Fetched>)>,
     next_fetch: u64,
 }
 
@@ -46,9 +53,10 @@ impl Replies {
         }
     }
 
-    pub(crate) fn fetched(&mut self, request: u64, docs: Vec<DocData>, last: bool) {
+    pub(crate) fn fetched(&mut self, request: u64, docs: Vec<DocData>, tips: Vec<TipRecord>, last: bool) {
         let Some((mut got, tx)) = self.fetches.remove(&request) else { return };
-        got.extend(docs);
+        got.docs.extend(docs);
+        got.tips.extend(tips);
         if last {
             let _ = tx.send(Ok(got));
         } else {
@@ -102,6 +110,16 @@ impl Client {
 
     /// Whole documents by id, as saved documents (for changes built on known heads).
     pub async fn fetch(&self, store: &StoreRef, docs: Vec<DocRef>, timeout: Duration) -> Result<Vec<DocData>, ClientError> {
+        Ok(self.fetch_as(store, docs, false, timeout).await?.docs)
+    }
+
+    /// Documents by id, each as its tip where the hub keeps one (read without loading the
+    /// document) and as the saved document otherwise.
+    pub async fn fetch_tips(&self, store: &StoreRef, docs: Vec<DocRef>, timeout: Duration) -> Result<Fetched, ClientError> {
+        self.fetch_as(store, docs, true, timeout).await
+    }
+
+    async fn fetch_as(&self, store: &StoreRef, docs: Vec<DocRef>, tips: bool, timeout: Duration) -> Result<Fetched, ClientError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.lock();
@@ -110,8 +128,8 @@ impl Client {
             }
             let request = st.replies.next_fetch;
             st.replies.next_fetch += 1;
-            st.replies.fetches.insert(request, (Vec::new(), tx));
-            st.engine.fetch(request, store.clone(), docs);
+            st.replies.fetches.insert(request, (Fetched::default(), tx));
+            st.engine.fetch(request, store.clone(), docs, tips);
         }
         self.shared.kick.notify_one();
         answer(rx, timeout, "fetched documents").await

@@ -100,7 +100,7 @@ fn exports_end_with_their_connection_and_fetch_returns_documents() {
 
     let (mut hub2, conn2) = hub_with(hub);
     let wanted = vec![DocRef { doc: records[0].doc, key: records[0].key.clone() }];
-    let out = hub2.receive(conn2, &wire::encode(&Message::Fetch { request: 9, store: store(), docs: wanted })).expect("fetch");
+    let out = hub2.receive(conn2, &wire::encode(&Message::Fetch { request: 9, store: store(), docs: wanted, tips: false })).expect("fetch");
     let fetched = out.sends.iter().find_map(|s| match wire::decode(&s.frame, &Default::default()) {
         Ok(Message::Fetched { request: 9, docs, last: true, .. }) => Some(docs),
         _ => None,

@@ -8,7 +8,7 @@ use thiserror::Error;
 use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage, StoreMoved};
 use tokio::sync::broadcast;
 use tidepool_core::automerge::ActorId;
-use tidepool_core::wire::{Cursor, DocRef, ErrorCode};
+use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, TipRecord};
 use tidepool_core::{DocId, Record, StoreRef};
 
 use crate::output::FieldResult;
@@ -119,15 +119,23 @@ impl Link {
             wanted.push(DocRef { doc: r.doc, key: r.key.encode().map_err(|e| LinkError::Fetched { doc: r.doc, detail: e.to_string() })? });
         }
         let docs = self.client.fetch(store, wanted, HUB_TIMEOUT).await?;
-        // The bridge never edits: write-back changes carry the run's own derived actor.
-        let actor = ActorId::from([0u8; 16]);
-        let mut out = BTreeMap::new();
-        for d in docs {
-            let record = Record::load(store, d.key, &d.payload, &actor)
-                .map_err(|e| LinkError::Fetched { doc: d.doc, detail: e.to_string() })?;
-            out.insert(d.doc, record);
+        load(store, docs)
+    }
+
+    /// The documents of `results` as their tips where the hub keeps one, and loaded otherwise
+    /// (as [`Link::fetch`] loads them).
+    pub async fn fetch_tips(
+        &self,
+        store: &StoreRef,
+        results: &[FieldResult],
+    ) -> Result<(BTreeMap<DocId, TipRecord>, BTreeMap<DocId, Record>), LinkError> {
+        let mut wanted = Vec::with_capacity(results.len());
+        for r in results {
+            wanted.push(DocRef { doc: r.doc, key: r.key.encode().map_err(|e| LinkError::Fetched { doc: r.doc, detail: e.to_string() })? });
         }
-        Ok(out)
+        let fetched = self.client.fetch_tips(store, wanted, HUB_TIMEOUT).await?;
+        let tips = fetched.tips.into_iter().map(|t| (t.doc, t)).collect();
+        Ok((tips, load(store, fetched.docs)?))
     }
 
     /// Sends changes without keeping their documents and waits until the hub acknowledged
@@ -166,4 +174,16 @@ impl Link {
     pub async fn close(self) {
         self.client.close().await;
     }
+}
+
+/// Fetched documents, loaded; one that does not load is an error naming it.
+fn load(store: &StoreRef, docs: Vec<DocData>) -> Result<BTreeMap<DocId, Record>, LinkError> {
+    // The bridge never edits: write-back changes carry the run's own derived actor.
+    let actor = ActorId::from([0u8; 16]);
+    let mut out = BTreeMap::new();
+    for d in docs {
+        let record = Record::load(store, d.key, &d.payload, &actor).map_err(|e| LinkError::Fetched { doc: d.doc, detail: e.to_string() })?;
+        out.insert(d.doc, record);
+    }
+    Ok(out)
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 use tidepool_core::automerge::ChangeHash;
 use tidepool_core::writeback::Held;
-use tidepool_core::{DocId, Record, StoreRef, Tip, WriteBack, WriteBackError, WriteMode};
+use tidepool_core::wire::TipRecord;
+use tidepool_core::{DocId, Record, StoreRef, Tip, Value, WriteBack, WriteBackError, WriteMode};
 
 use crate::heads::DocHeads;
 use crate::output::{FieldResult, GroupResult};
@@ -86,6 +87,57 @@ pub fn field_changes(
     Ok(out)
 }
 
+/// Field results built on the records' tips ([`WriteBack::change_on_tip`]), with no document
+/// fetched: the changes, and the results that need their documents after all (the hub keeps no
+/// tip of the snapshot heads for them, or the write is one a tip cannot build). The bytes are
+/// those [`field_changes`] would give (a core property test compares them).
+pub fn tip_changes(
+    wb: &WriteBack,
+    store: &StoreRef,
+    results: Vec<FieldResult>,
+    heads: &DocHeads,
+    tips: &BTreeMap<DocId, TipRecord>,
+) -> Result<(Vec<PlannedChange>, Vec<FieldResult>), PlanError> {
+    let mut out = Vec::with_capacity(results.len());
+    let mut rest = Vec::new();
+    for r in results {
+        let Some(h) = heads.get(&r.doc) else { return Err(PlanError::UnknownDoc(r.doc)) };
+        let Some(record) = tips.get(&r.doc) else {
+            rest.push(r);
+            continue;
+        };
+        if record.key != r.key.encode()? {
+            return Err(PlanError::KeyMismatch { doc: r.doc, key: format!("{:?}", r.key) });
+        }
+        let mut at = h.to_vec();
+        at.sort();
+        let tip = Tip::decode(&record.tip).ok().filter(|t| t.heads() == at.as_slice());
+        let plain = record.value.as_deref().and_then(plain_fields);
+        let (Some(tip), Some(plain)) = (tip, plain) else {
+            rest.push(r);
+            continue;
+        };
+        match wb.change_on_tip(&r.doc, &tip, &r.fields, |f| Held::on_tip(&tip, &plain, f)) {
+            None => rest.push(r),
+            Some(built) => {
+                if let Some(c) = built.map_err(|source| PlanError::WriteBack { doc: r.doc, source })? {
+                    out.push(PlannedChange { store: store.clone(), doc: r.doc, key: record.key.clone(), hash: c.hash, bytes: c.bytes, known: false });
+                }
+            }
+        }
+    }
+    Ok((out, rest))
+}
+
+/// A record's plain value as the hub exports it (Tidepool's JSON mapping), if it is an object.
+fn plain_fields(json: &[u8]) -> Option<BTreeMap<String, Value>> {
+    let tree: serde_json::Value = serde_json::from_slice(json).ok()?;
+    match tidepool_json::value_from_json(&tree).ok()? {
+        Value::Object(fields) => Some(fields),
+        _ => None,
+    }
+}
+
 /// Group results as whole records of the results store, each on the heads the bridge has for it
 /// (`existing`), or on a new record's genesis. The job owns the results store: a record of it
 /// that the results no longer name (a group whose records were all deleted or moved) is deleted,
@@ -159,6 +211,38 @@ mod tests {
         assert!(matches!(field_changes(&wb, &store, &stranger, &heads, records(&user)), Err(PlanError::UnknownDoc(_))));
         let wrong_key = vec![FieldResult { doc: user.id(), key: Key::from("b"), fields: BTreeMap::new() }];
         assert!(matches!(field_changes(&wb, &store, &wrong_key, &heads, records(&user)), Err(PlanError::KeyMismatch { .. })));
+    }
+
+    /// A record as the hub answers a fetch for tips.
+    fn tip_record(r: &mut Record) -> TipRecord {
+        let value = r.get_plain().unwrap().map(|v| serde_json::to_vec(&tidepool_json::JsonValue(&v)).unwrap());
+        let tip = Tip::of(r).expect("a tip").encode();
+        TipRecord { doc: r.id(), key: r.encoded_key().to_vec(), heads: r.heads().iter().map(|h| h.0).collect(), value, tip }
+    }
+
+    #[test]
+    fn results_on_tips_are_the_changes_the_documents_give() {
+        let store = StoreRef::new("app", "todos");
+        let mut a = Record::new(&store, &Key::from("a"), &ActorId::from([1u8; 16])).unwrap();
+        a.put(&object! { "title" => "x", "hours" => 2i64 }, 0).unwrap();
+        let mut b = Record::new(&store, &Key::from("b"), &ActorId::from([1u8; 16])).unwrap();
+        b.put(&object! { "title" => "y" }, 0).unwrap();
+        let heads: DocHeads = [(a.id(), a.heads()), (b.id(), b.heads())].into_iter().collect();
+        let score = |r: &Record, key: &str, v: Value| FieldResult { doc: r.id(), key: Key::from(key), fields: [("score".into(), v)].into() };
+        // `a` gets a plain score; `b` one that is an object, which needs the document.
+        let results = vec![score(&a, "a", Value::Int(4)), score(&b, "b", object! { "n" => 1i64 })];
+        let wb = WriteBack::new("score", "run-1");
+        let tips: BTreeMap<_, _> = [(a.id(), tip_record(&mut a)), (b.id(), tip_record(&mut b))].into();
+        let (planned, rest) = tip_changes(&wb, &store, results.clone(), &heads, &tips).unwrap();
+        assert_eq!(rest, vec![results[1].clone()]);
+        let expected = field_changes(&wb, &store, &results[..1], &heads, [(a.id(), a.clone())].into()).unwrap();
+        assert_eq!(planned, expected, "the same change as on the document");
+
+        // A tip of other heads than the snapshot's (the record was edited since) is not used.
+        a.put(&object! { "title" => "z", "hours" => 2i64 }, 1).unwrap();
+        let tips: BTreeMap<_, _> = [(a.id(), tip_record(&mut a))].into();
+        let (planned, rest) = tip_changes(&wb, &store, results[..1].to_vec(), &heads, &tips).unwrap();
+        assert!(planned.is_empty() && rest == results[..1]);
     }
 
     #[test]

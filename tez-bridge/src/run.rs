@@ -755,11 +755,19 @@ async fn write_fields(
         }
         Ok::<_, RunError>(())
     };
+    // A batch's changes are built on the records' tips where the hub keeps them; only the
+    // records that need their documents are fetched whole.
     let fetch = async |batch: Option<Vec<output::FieldResult>>| -> Result<_, RunError> {
         match batch {
             Some(b) => {
-                let records = link.fetch(source, &b).await?;
-                Ok(Some((b, records)))
+                let count = b.len();
+                let (tips, mut records) = link.fetch_tips(source, &b).await?;
+                let (planned, rest) = plan::tip_changes(wb, source, b, heads, &tips)?;
+                let missing: Vec<output::FieldResult> = rest.iter().filter(|r| !records.contains_key(&r.doc)).cloned().collect();
+                if !missing.is_empty() {
+                    records.extend(link.fetch(source, &missing).await?);
+                }
+                Ok(Some((count, planned, rest, records)))
             }
             None => Ok(None),
         }
@@ -768,10 +776,11 @@ async fn write_fields(
         let (mut sent, mut done) = (0, 0);
         let mut in_flight: Option<(crate::link::Sending, Bytes, usize)> = None;
         let mut current = fetch(batches.recv().await).await?;
-        while let Some((batch, records)) = current.take() {
+        while let Some((count, planned, rest, records)) = current.take() {
             let next = batches.recv().await;
             let build = async {
-                let changes = plan::field_changes(wb, source, &batch, heads, records)?;
+                let mut changes = planned;
+                changes.extend(plan::field_changes(wb, source, &rest, heads, records)?);
                 let mut lines = Vec::new();
                 for c in &changes {
                     let entry = WrittenDoc { doc: c.doc.to_hex(), heads: vec![c.hash.to_string()] };
@@ -780,7 +789,7 @@ async fn write_fields(
                 }
                 let fresh: Vec<PlannedChange> = changes.into_iter().filter(|c| !c.known).collect();
                 let sending = link.start_send(&fresh)?;
-                if let Some(earlier) = in_flight.replace((sending, Bytes::from(lines), batch.len())) {
+                if let Some(earlier) = in_flight.replace((sending, Bytes::from(lines), count)) {
                     finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
                 }
                 Ok::<_, RunError>(())

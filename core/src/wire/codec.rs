@@ -7,7 +7,7 @@ use crate::key::{Key, KeyError};
 use crate::wire::message::Message;
 
 pub const MAGIC: [u8; 4] = *b"TDPL";
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 const HEADER: usize = 6;
 /// bincode's own allocation ceiling: no length prefix may claim more than this, whatever the
 /// configured frame limit.
@@ -107,8 +107,10 @@ fn validate(message: &Message, limits: &Limits) -> Result<(), DecodeError> {
     let Some(store) = message.store() else { return Ok(()) };
     let check = |doc: &DocId, key: &[u8]| -> Result<(), DecodeError> { check_doc(store, doc, key) };
     match message {
-        Message::Push { docs, .. } | Message::Changes { docs, .. } | Message::Fetched { docs, .. } => {
-            docs.iter().try_for_each(|d| check(&d.doc, &d.key))
+        Message::Push { docs, .. } | Message::Changes { docs, .. } => docs.iter().try_for_each(|d| check(&d.doc, &d.key)),
+        Message::Fetched { docs, tips, .. } => {
+            docs.iter().try_for_each(|d| check(&d.doc, &d.key))?;
+            tips.iter().try_for_each(|t| check(&t.doc, &t.key))
         }
         Message::ExportPage { records, .. } => records.iter().try_for_each(|r| check(&r.doc, &r.key)),
         Message::Fetch { docs, .. } => docs.iter().try_for_each(|d| check(&d.doc, &d.key)),

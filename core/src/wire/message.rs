@@ -104,6 +104,18 @@ pub struct ExportRecord {
     pub value: Option<Vec<u8>>,
 }
 
+/// A document answered by its tip instead of the whole document: its export columns (heads,
+/// plain value) and its tip (core's [`crate::Tip`], encoded) at those heads, for a peer that
+/// builds a change on known heads without the document.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct TipRecord {
+    pub doc: DocId,
+    pub key: Vec<u8>,
+    pub heads: Vec<[u8; 32]>,
+    pub value: Option<Vec<u8>>,
+    pub tip: Vec<u8>,
+}
+
 /// A document asked for by id.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct DocRef {
@@ -183,10 +195,12 @@ pub enum Message {
     /// hub then forgets it).
     ExportPage { store: StoreRef, export: u64, cut: Cursor, records: Vec<ExportRecord>, last: bool },
     /// Asks for whole documents (needs read access): how a peer without a replica builds
-    /// changes on known heads.
-    Fetch { request: u64, store: StoreRef, docs: Vec<DocRef> },
-    /// Documents of a `Fetch`, saved, in frames of bounded size; `last` marks the final frame.
-    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
+    /// changes on known heads. With `tips`, a document the hub keeps a tip for is answered by
+    /// that instead (a [`TipRecord`]), which the hub reads without loading the document.
+    Fetch { request: u64, store: StoreRef, docs: Vec<DocRef>, tips: bool },
+    /// Documents of a `Fetch`, saved or as tips, in frames of bounded size; `last` marks the
+    /// final frame.
+    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, tips: Vec<TipRecord>, last: bool },
     /// Tell me where these stores' logs stand, now and whenever they move, without sending
     /// changes (needs read access): how a peer without a replica learns that a store changed.
     Watch { stores: Vec<StoreRef> },
@@ -216,11 +230,10 @@ impl Message {
     /// Documents this message touches (for shells that load documents on demand).
     pub fn doc_ids(&self) -> Vec<DocId> {
         match self {
-            Message::Push { docs, .. } | Message::Changes { docs, .. } | Message::Fetched { docs, .. } => {
-                docs.iter().map(|d| d.doc).collect()
-            }
+            Message::Push { docs, .. } | Message::Changes { docs, .. } => docs.iter().map(|d| d.doc).collect(),
             Message::ExportPage { records, .. } => records.iter().map(|r| r.doc).collect(),
             Message::Fetch { docs, .. } => docs.iter().map(|d| d.doc).collect(),
+            Message::Fetched { docs, tips, .. } => docs.iter().map(|d| d.doc).chain(tips.iter().map(|t| t.doc)).collect(),
             Message::Heads { docs, .. } => docs.iter().map(|d| d.doc).collect(),
             Message::Sync { entries, .. } => entries.iter().map(|e| e.doc).collect(),
             _ => vec![],

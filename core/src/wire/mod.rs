@@ -10,6 +10,6 @@ mod message;
 
 pub use codec::{DecodeError, Limits, MAGIC, PROTOCOL_VERSION, decode, encode};
 pub use message::{
-    Cursor, DocData, DocHeads, DocRef, ErrorCode, ExportRecord, Message, Payload, PeerId, Subscription,
+    Cursor, DocData, DocHeads, DocRef, ErrorCode, ExportRecord, Message, Payload, PeerId, Subscription, TipRecord,
     SyncEntry,
 };

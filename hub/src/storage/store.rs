@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tidepool_core::automerge::{ActorId, ChangeHash};
 use tidepool_core::sync::{HubStore, LogEntry};
-use tidepool_core::wire::{ExportRecord, Payload, PeerId};
+use tidepool_core::wire::{ExportRecord, Payload, PeerId, TipRecord};
 use tidepool_core::{DocId, Record, StoreRef, Tip, Verified};
 use tidepool_json::JsonValue;
 
@@ -565,6 +565,19 @@ impl<B: Backend> HubStore for Storage<B> {
         self.backend.put_export(store, doc, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
         self.stats.tip_appends += 1;
         Ok(Some(seq))
+    }
+
+    fn tip_record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Option<TipRecord>, StorageError> {
+        let Some(ExportRow { heads, value, tip: Some(tip) }) = self.backend.export_row(store, doc)? else {
+            return Ok(None);
+        };
+        // Only a tip of the heads stored beside it (see `append_on_tip`).
+        let mut stored: Vec<ChangeHash> = heads.iter().copied().map(ChangeHash).collect();
+        stored.sort();
+        if Tip::decode(&tip).ok().is_none_or(|t| t.heads() != stored.as_slice()) {
+            return Ok(None);
+        }
+        Ok(Some(TipRecord { doc, key: key.to_vec(), heads, value, tip }))
     }
 
     fn head_seq(&mut self, store: &StoreRef) -> Result<u64, StorageError> {

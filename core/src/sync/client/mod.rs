@@ -236,8 +236,8 @@ impl ClientEngine {
             Message::ExportPage { store, export, cut, records, last } => {
                 self.event(ClientEvent::ExportPage { store, export, cut, records, last });
             }
-            Message::Fetched { request, store, docs, last } => {
-                self.event(ClientEvent::Fetched { request, store, docs, last });
+            Message::Fetched { request, store, docs, tips, last } => {
+                self.event(ClientEvent::Fetched { request, store, docs, tips, last });
             }
             Message::Moved { store, cursor } => {
                 if self.watching.contains(&store) {
@@ -270,9 +270,10 @@ impl ClientEngine {
         }
     }
 
-    /// Asks for whole documents; they arrive as [`ClientEvent::Fetched`].
-    pub fn fetch(&mut self, request: u64, store: StoreRef, docs: Vec<DocRef>) {
-        self.send(Message::Fetch { request, store, docs });
+    /// Asks for whole documents, or (with `tips`) their tips where the hub keeps them; they
+    /// arrive as [`ClientEvent::Fetched`].
+    pub fn fetch(&mut self, request: u64, store: StoreRef, docs: Vec<DocRef>, tips: bool) {
+        self.send(Message::Fetch { request, store, docs, tips });
     }
 
     /// Outbox entries, for diagnostics: (id, store, document, in flight).

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::record::RecordError;
-use crate::wire::{Cursor, DecodeError, DocData, ErrorCode, ExportRecord, Message};
+use crate::wire::{Cursor, DecodeError, DocData, ErrorCode, ExportRecord, Message, TipRecord};
 
 use super::OutboxId;
 
@@ -26,7 +26,7 @@ pub enum ClientEvent {
     ExportPage { store: StoreRef, export: u64, cut: Cursor, records: Vec<ExportRecord>, last: bool },
     /// Documents this client fetched ([`super::ClientEngine::fetch`]); not applied to its own
     /// documents.
-    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, last: bool },
+    Fetched { request: u64, store: StoreRef, docs: Vec<DocData>, tips: Vec<TipRecord>, last: bool },
     /// A watched store's log reached `cursor` ([`super::ClientEngine::watch`]).
     Moved { store: StoreRef, cursor: Cursor },
 }

@@ -3,11 +3,12 @@
 //! An export streams every record of a store as it was at one cut (document id, key, heads and
 //! plain value), a page per request, so neither end ever holds the store. The hub's store keeps
 //! the cut (a read snapshot) until the last page or until the connection closes. A fetch returns
-//! whole documents by id, for changes built on known heads.
+//! whole documents by id, for changes built on known heads; one that asks for tips gets, for
+//! every document whose tip the store keeps, that instead (read without loading the document).
 
 use crate::doc_id::{DocId, StoreRef};
 use crate::sync::auth::Authorizer;
-use crate::wire::{Cursor, DocRef, ErrorCode, Message};
+use crate::wire::{Cursor, DocRef, ErrorCode, Message, TipRecord};
 
 use super::{ConnId, Hub, HubOutput, HubStore};
 
@@ -84,13 +85,30 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         request: u64,
         store: StoreRef,
         docs: Vec<DocRef>,
+        tips: bool,
         out: &mut HubOutput,
     ) -> Result<(), S::Error> {
-        let ids = docs.into_iter().map(|DocRef { doc, key }| (doc, key));
-        let page = self.saved_pages(&store, ids, |docs| {
-            out.send(conn, &Message::Fetched { request, store: store.clone(), docs, last: false });
+        let mut rest = Vec::with_capacity(docs.len());
+        let mut records: Vec<TipRecord> = Vec::new();
+        let mut bytes = 0;
+        for DocRef { doc, key } in docs {
+            match tips.then(|| self.store.tip_record(&store, doc, &key)).transpose()?.flatten() {
+                Some(record) => {
+                    bytes += record.key.len() + 32 * record.heads.len() + record.tip.len() + record.value.as_ref().map_or(0, Vec::len);
+                    records.push(record);
+                    if bytes >= self.config.page_bytes {
+                        let tips = std::mem::take(&mut records);
+                        out.send(conn, &Message::Fetched { request, store: store.clone(), docs: vec![], tips, last: false });
+                        bytes = 0;
+                    }
+                }
+                None => rest.push((doc, key)),
+            }
+        }
+        let page = self.saved_pages(&store, rest, |docs| {
+            out.send(conn, &Message::Fetched { request, store: store.clone(), docs, tips: vec![], last: false });
         })?;
-        out.send(conn, &Message::Fetched { request, store, docs: page, last: true });
+        out.send(conn, &Message::Fetched { request, store, docs: page, tips: records, last: true });
         Ok(())
     }
 }

@@ -189,13 +189,13 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                     out.forbidden(conn, &store, None);
                 }
             }
-            Message::Fetch { request, store, docs } => {
+            Message::Fetch { request, store, docs, tips } => {
                 if !self.grants(conn).is_some_and(|g| g.can_read(&store)) {
                     out.forbidden(conn, &store, None);
                 } else if let Some(detail) = self.over_batch_limit(docs.len()) {
                     out.refuse(conn, ErrorCode::TooManyDocs, None, detail, None);
                 } else {
-                    self.fetch(conn, request, store, docs, out)?;
+                    self.fetch(conn, request, store, docs, tips, out)?;
                 }
             }
             Message::Watch { stores } => {

@@ -4,7 +4,7 @@
 use crate::doc_id::{DocId, StoreRef};
 use crate::foreign::Verified;
 use crate::record::Record;
-use crate::wire::{ExportRecord, PeerId};
+use crate::wire::{ExportRecord, PeerId, TipRecord};
 
 /// One entry of a store's change log: the changes one push (or sync round) added to a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,11 @@ pub trait HubStore {
         _changes: &Verified,
         _origin: PeerId,
     ) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
+    }
+    /// The document's export columns and tip, where the store keeps a tip of its current heads;
+    /// `None` otherwise (the document is fetched whole).
+    fn tip_record(&mut self, _store: &StoreRef, _doc: DocId, _key: &[u8]) -> Result<Option<TipRecord>, Self::Error> {
         Ok(None)
     }
     /// The sequence number of the store's newest log entry (0 for an empty log).
