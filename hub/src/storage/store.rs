@@ -539,9 +539,14 @@ impl<B: Backend> HubStore for Storage<B> {
         changes: &Verified,
         origin: PeerId,
     ) -> Result<Option<u64>, StorageError> {
-        // A loaded document takes the change itself; the log row keeps the two the same.
         let [change] = changes.changes() else { return Ok(None) };
-        if self.options.read_only || self.cache.contains(&(store.clone(), doc)) {
+        if self.options.read_only {
+            return Ok(None);
+        }
+        let slot = (store.clone(), doc);
+        // A loaded document with edits not yet logged (an edit core gave up on half way) takes
+        // the change itself.
+        if self.cache.peek_mut(&slot).is_some_and(|c| c.record.heads() != c.persisted) {
             return Ok(None);
         }
         let Some(ExportRow { heads, value: Some(value), tip: Some(tip) }) = self.backend.export_row(store, doc)? else {
@@ -563,6 +568,9 @@ impl<B: Backend> HubStore for Storage<B> {
         let Some(value) = patch_value(&value, &forward.edits) else { return Ok(None) };
         let seq = self.log_row(store, doc, key, vec![change.raw_bytes().to_vec()], origin)?;
         self.backend.put_export(store, doc, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
+        // A loaded copy is now behind; the next load reads the new log row. Nothing is lost by
+        // dropping it: every change it holds is logged.
+        self.cache.remove(&slot);
         self.stats.tip_appends += 1;
         Ok(Some(seq))
     }
