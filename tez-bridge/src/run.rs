@@ -714,13 +714,19 @@ fn check_result(source: &StoreRef, heads: &DocHeads, r: &output::FieldResult) ->
 /// Results per write-back batch: the documents fetched for one batch are all memory holds.
 const WRITE_BACK_BATCH: usize = 1_000;
 
-/// Field results onto the snapshotted records, a batch at a time: the batch's documents are
-/// fetched from the hub, the changes built on the snapshot heads and sent. Changes the hub
-/// already has (a run written back before) are not sent again. Every changed document and its
-/// heads after the change go to `_written.jsonl` as they are sent. Returns how many were sent.
+/// Batches sent and not yet acknowledged while the next is built: enough that the hub's storage
+/// thread always has the next push queued behind the one it commits.
+const SENDS_IN_FLIGHT: usize = 3;
+
+/// Field results onto the snapshotted records, a batch at a time: the batch's tips are fetched
+/// from the hub (and the documents of records a tip cannot serve), the changes built on the
+/// snapshot heads and sent. Changes the hub already has (a run written back before) are not sent
+/// again. Every changed document and its heads after the change go to `_written.jsonl` once the
+/// hub acknowledged them. Returns how many were sent.
 ///
-/// Three batches move at once, so the hub always has work queued: while one batch's changes
-/// are built here, the hub stores the batch before it and serves the documents of the next.
+/// Several batches move at once, so the hub always has work queued: while one batch's changes
+/// are built here, the hub stores the batches before it ([`SENDS_IN_FLIGHT`]) and serves the
+/// tips of the next.
 #[allow(clippy::too_many_arguments)]
 async fn write_fields(
     fs: &RunFs,
@@ -774,7 +780,7 @@ async fn write_fields(
     };
     let sending = async move {
         let (mut sent, mut done) = (0, 0);
-        let mut in_flight: Option<(crate::link::Sending, Bytes, usize)> = None;
+        let mut in_flight: std::collections::VecDeque<(crate::link::Sending, Bytes, usize)> = std::collections::VecDeque::new();
         let mut current = fetch(batches.recv().await).await?;
         while let Some((count, planned, rest, records)) = current.take() {
             let next = batches.recv().await;
@@ -789,7 +795,9 @@ async fn write_fields(
                 }
                 let fresh: Vec<PlannedChange> = changes.into_iter().filter(|c| !c.known).collect();
                 let sending = link.start_send(&fresh)?;
-                if let Some(earlier) = in_flight.replace((sending, Bytes::from(lines), count)) {
+                in_flight.push_back((sending, Bytes::from(lines), count));
+                while in_flight.len() > SENDS_IN_FLIGHT {
+                    let Some(earlier) = in_flight.pop_front() else { break };
                     finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
                 }
                 Ok::<_, RunError>(())
@@ -799,7 +807,7 @@ async fn write_fields(
             built?;
             current = fetched?;
         }
-        if let Some(earlier) = in_flight.take() {
+        while let Some(earlier) = in_flight.pop_front() {
             finish(link, earlier, &tx, &mut sent, &mut done, total, progress).await?;
         }
         Ok::<_, RunError>(sent)

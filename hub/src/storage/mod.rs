@@ -206,6 +206,19 @@ pub trait Backend: Send {
         value: Option<&[u8]>,
         tip: Option<&[u8]>,
     ) -> Result<(), StorageError>;
+    /// [`Backend::append`] and [`Backend::put_export`] of the same document together (a change
+    /// taken on the document's tip); a backend may write the document's row once for both.
+    fn append_exported(
+        &mut self,
+        store: &StoreRef,
+        row: &LogRow,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+        tip: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        self.append(store, row)?;
+        self.put_export(store, row.doc, heads, value, tip)
+    }
     /// The document's export columns and tip, or `None` if it has no row or its export columns
     /// were never written.
     fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<ExportRow>, StorageError>;

@@ -453,6 +453,49 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    fn append_exported(
+        &mut self,
+        store: &StoreRef,
+        row: &LogRow,
+        heads: &[[u8; 32]],
+        value: Option<&[u8]>,
+        tip: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        if self.conn.is_autocommit() {
+            return Err(StorageError::NoTransaction);
+        }
+        if self.version < EXPORT_VERSION {
+            return Err(StorageError::NotMigrated(self.version));
+        }
+        let id = self.create_store(store)?;
+        let seq = seq_i64(row.seq)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                id,
+                seq,
+                row.doc.0.to_vec(),
+                row.key,
+                row.origin.0.to_vec(),
+                row.at_ms,
+                encode_changes(&row.changes)
+            ])?;
+        // The row exists (a tip was read from it): one update for the log position and columns.
+        let updated = self
+            .conn
+            .prepare_cached(
+                "UPDATE docs SET last_seq = ?3, heads = ?4, value = ?5, tip = ?6 WHERE store = ?1 AND doc = ?2",
+            )?
+            .execute(params![id, row.doc.0.to_vec(), seq, encode_heads(heads), value, tip])?;
+        if updated != 1 {
+            return Err(StorageError::Malformed(format!("export columns for {}, which has no row", row.doc)));
+        }
+        self.conn.prepare_cached("UPDATE stores SET head = ?2 WHERE id = ?1")?.execute(params![id, seq])?;
+        Ok(())
+    }
+
     fn put_snapshot(&mut self, store: &StoreRef, doc: DocId, snapshot: &[u8], seq: u64) -> Result<(), StorageError> {
         if self.conn.is_autocommit() {
             return Err(StorageError::NoTransaction);

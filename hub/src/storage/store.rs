@@ -566,8 +566,14 @@ impl<B: Backend> HubStore for Storage<B> {
         }
         let Some(forward) = tip.forward(change) else { return Ok(None) };
         let Some(value) = patch_value(&value, &forward.edits) else { return Ok(None) };
-        let seq = self.log_row(store, doc, key, vec![change.raw_bytes().to_vec()], origin)?;
-        self.backend.put_export(store, doc, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
+        self.ensure_tx()?;
+        let meta = self.meta(store)?;
+        let seq = meta.head + 1;
+        let row = LogRow { seq, doc, key: key.to_vec(), changes: vec![change.raw_bytes().to_vec()], origin, at_ms: (self.clock)() };
+        self.backend.append_exported(store, &row, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
+        self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
+        self.stats.entries_appended += 1;
+        self.stats.changes_appended += 1;
         // A loaded copy is now behind; the next load reads the new log row. Nothing is lost by
         // dropping it: every change it holds is logged.
         self.cache.remove(&slot);
