@@ -21,7 +21,7 @@ fn malformed_frames_get_typed_errors() {
     assert_eq!(wire::decode(b"TDP", &limits), Err(DecodeError::Truncated));
     assert_eq!(wire::decode(b"XXXX\x00\x01\x00", &limits), Err(DecodeError::BadMagic));
     assert_eq!(wire::decode(b"TDPL\x00\x09\x00", &limits), Err(DecodeError::UnsupportedVersion(9)));
-    assert!(matches!(wire::decode(b"TDPL\x00\x01\xff\xff", &limits), Err(DecodeError::Body(_))));
+    assert!(matches!(wire::decode(b"TDPL\x00\x02\xff\xff", &limits), Err(DecodeError::Body(_))));
 
     let small = Limits { max_frame: 8, ..limits };
     assert!(matches!(wire::decode(&[0u8; 9], &small), Err(DecodeError::TooLarge { .. })));
@@ -54,7 +54,7 @@ fn doc_ids_must_match_their_keys() {
 #[test]
 fn huge_length_prefixes_do_not_allocate_or_panic() {
     // A Push whose document vector claims 2^60 entries.
-    let mut frame = b"TDPL\x00\x01".to_vec();
+    let mut frame = b"TDPL\x00\x02".to_vec(); // protocol version 2
     frame.push(3); // variant index of Push
     frame.extend_from_slice(&[1]); // batch
     frame.extend_from_slice(&[0, 0]); // db "", store ""

@@ -88,7 +88,7 @@ async fn broken_frames_get_typed_errors_and_nobody_else_notices() {
     // Another protocol version.
     let mut ws = raw(&url).await;
     let mut frame = hello(&token);
-    frame[4..6].copy_from_slice(&2u16.to_be_bytes());
+    frame[4..6].copy_from_slice(&(wire::PROTOCOL_VERSION + 1).to_be_bytes());
     send(&mut ws, frame).await;
     expect_error(&mut ws, ErrorCode::UnsupportedVersion).await;
     expect_closed(&mut ws).await;

@@ -84,7 +84,10 @@ async fn every_close_carries_a_status_code_and_a_short_reason() {
     assert_ended(&ending(&mut ws, WAIT).await, ErrorCode::ProtocolViolation, POLICY);
 
     let mut ws = authed(&url, &token).await;
-    send(&mut ws, b"TDPL\x00\x01 not a message".to_vec()).await;
+    let mut garbage = b"TDPL".to_vec();
+    garbage.extend_from_slice(&wire::PROTOCOL_VERSION.to_be_bytes());
+    garbage.extend_from_slice(b" not a message");
+    send(&mut ws, garbage).await;
     assert_ended(&ending(&mut ws, WAIT).await, ErrorCode::Malformed, POLICY);
 
     let mut ws = authed(&url, &token).await;
