@@ -1,5 +1,6 @@
 //! A client's push: every payload parsed and checked first, then applied, logged, acknowledged
-//! and fanned out.
+//! and fanned out. A document whose change the store can take on its tip
+//! ([`super::HubStore::append_on_tip`]) is logged without being loaded.
 
 use std::collections::HashSet;
 
