@@ -148,19 +148,6 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.prune(store, upto)
     }
 
-    fn append_exported(
-        &mut self,
-        store: &StoreRef,
-        row: &LogRow,
-        heads: &[[u8; 32]],
-        value: Option<&[u8]>,
-        tip: Option<&[u8]>,
-    ) -> Result<(), StorageError> {
-        // Two writes, as the default: a fault may fall between them (the transaction is aborted).
-        self.append(store, row)?;
-        self.put_export(store, row.doc, heads, value, tip)
-    }
-
     fn export_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<super::ExportRow>, StorageError> {
         self.inner.export_row(store, doc)
     }

@@ -203,6 +203,23 @@ impl SqliteBackend {
         })
     }
 
+    fn insert_log(&self, id: i64, seq: i64, row: &LogRow) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                id,
+                seq,
+                row.doc.0.to_vec(),
+                row.key,
+                row.origin.0.to_vec(),
+                row.at_ms,
+                encode_changes(&row.changes)
+            ])?;
+        Ok(())
+    }
+
     /// The data file's schema version.
     pub fn schema_version(&self) -> i64 {
         self.version
@@ -438,19 +455,7 @@ impl Backend for SqliteBackend {
         }
         let id = self.create_store(store)?;
         let seq = seq_i64(row.seq)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                id,
-                seq,
-                row.doc.0.to_vec(),
-                row.key,
-                row.origin.0.to_vec(),
-                row.at_ms,
-                encode_changes(&row.changes)
-            ])?;
+        self.insert_log(id, seq, row)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO docs (store, doc, key, last_seq) VALUES (?1, ?2, ?3, ?4)
@@ -477,19 +482,7 @@ impl Backend for SqliteBackend {
         }
         let id = self.create_store(store)?;
         let seq = seq_i64(row.seq)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                id,
-                seq,
-                row.doc.0.to_vec(),
-                row.key,
-                row.origin.0.to_vec(),
-                row.at_ms,
-                encode_changes(&row.changes)
-            ])?;
+        self.insert_log(id, seq, row)?;
         // The row exists (a tip was read from it): one update for the log position and columns.
         let updated = self
             .conn

@@ -450,14 +450,23 @@ impl<B: Backend> Storage<B> {
         self.backend.put_export(store, doc, &heads, value.as_deref(), tip.as_deref())
     }
 
-    /// Writes a log row (the store's head + 1) and returns its seq.
-    fn log_row(&mut self, store: &StoreRef, doc: DocId, key: &[u8], changes: Vec<Vec<u8>>, origin: PeerId) -> Result<u64, StorageError> {
+    /// Writes a log row (the store's head + 1) through `write` (the backend's append, with or
+    /// without the document's columns) and returns its seq.
+    fn log_row(
+        &mut self,
+        store: &StoreRef,
+        doc: DocId,
+        key: &[u8],
+        changes: Vec<Vec<u8>>,
+        origin: PeerId,
+        write: impl FnOnce(&mut B, &LogRow) -> Result<(), StorageError>,
+    ) -> Result<u64, StorageError> {
         self.ensure_tx()?;
         let meta = self.meta(store)?;
         let seq = meta.head + 1;
         let count = changes.len() as u64;
         let row = LogRow { seq, doc, key: key.to_vec(), changes, origin, at_ms: (self.clock)() };
-        self.backend.append(store, &row)?;
+        write(&mut self.backend, &row)?;
         self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
         self.stats.entries_appended += 1;
         self.stats.changes_appended += count;
@@ -510,7 +519,7 @@ impl<B: Backend> HubStore for Storage<B> {
         changes: Vec<Vec<u8>>,
         origin: PeerId,
     ) -> Result<u64, StorageError> {
-        let seq = self.log_row(store, doc, key, changes, origin)?;
+        let seq = self.log_row(store, doc, key, changes, origin, |b, row| b.append(store, row))?;
         let slot = (store.clone(), doc);
         let snapshot_every = self.options.snapshot_every.max(1);
         if let Some(mut cached) = self.cache.remove(&slot) {
@@ -566,14 +575,10 @@ impl<B: Backend> HubStore for Storage<B> {
         }
         let Some(forward) = tip.forward(change) else { return Ok(None) };
         let Some(value) = patch_value(&value, &forward.edits) else { return Ok(None) };
-        self.ensure_tx()?;
-        let meta = self.meta(store)?;
-        let seq = meta.head + 1;
-        let row = LogRow { seq, doc, key: key.to_vec(), changes: vec![change.raw_bytes().to_vec()], origin, at_ms: (self.clock)() };
-        self.backend.append_exported(store, &row, &[forward.head.0], Some(&value), Some(&forward.tip.encode()))?;
-        self.metas.insert(store.clone(), StoreMeta { head: seq, ..meta });
-        self.stats.entries_appended += 1;
-        self.stats.changes_appended += 1;
+        let tip = forward.tip.encode();
+        let seq = self.log_row(store, doc, key, vec![change.raw_bytes().to_vec()], origin, |b, row| {
+            b.append_exported(store, row, &[forward.head.0], Some(&value), Some(&tip))
+        })?;
         // A loaded copy is now behind; the next load reads the new log row. Nothing is lost by
         // dropping it: every change it holds is logged.
         self.cache.remove(&slot);
