@@ -6,7 +6,7 @@
 //! waiting request (the hub names no request in its errors, and an export does not survive its
 //! connection).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, ExportRecord, TipRecord};
@@ -38,18 +38,36 @@ pub struct Fetched {
 
 type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// An export page asked for and not yet received ([`Client::request_export_page`]).
+#[derive(Debug)]
+pub struct PageRequest {
+    rx: oneshot::Receiver<Result<ExportPage, ClientError>>,
+}
+
+impl PageRequest {
+    /// Waits for the page, at most `timeout`.
+    pub async fn wait(self, timeout: Duration) -> Result<ExportPage, ClientError> {
+        answer(self.rx, timeout, "an export page").await
+    }
+}
+
 /// Requests waiting for the hub.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
-    exports: HashMap<StoreRef, Answer<ExportPage>>,
+    /// Export requests per store, oldest first: the hub answers a connection's requests in order.
+    exports: HashMap<StoreRef, VecDeque<Answer<ExportPage>>>,
     fetches: HashMap<u64, (Fetched, Answer<Fetched>)>,
     next_fetch: u64,
 }
 
 impl Replies {
     pub(crate) fn page(&mut self, store: &StoreRef, page: ExportPage) {
-        if let Some(tx) = self.exports.remove(store) {
+        let Some(waiting) = self.exports.get_mut(store) else { return };
+        if let Some(tx) = waiting.pop_front() {
             let _ = tx.send(Ok(page));
+        }
+        if waiting.is_empty() {
+            self.exports.remove(store);
         }
     }
 
@@ -66,7 +84,7 @@ impl Replies {
 
     /// Fails every waiting request.
     pub(crate) fn fail(&mut self, why: impl Fn() -> ClientError) {
-        for (_, tx) in self.exports.drain() {
+        for tx in self.exports.drain().flat_map(|(_, waiting)| waiting) {
             let _ = tx.send(Err(why()));
         }
         for (_, (_, tx)) in self.fetches.drain() {
@@ -86,7 +104,8 @@ pub(crate) fn hub_error(code: ErrorCode, detail: &str) -> ClientError {
 
 impl Client {
     /// The next page of an export of `store`, at most `limit` records: `export: None` opens an
-    /// export at the hub's current cut, later pages name it and the last document received.
+    /// export at the hub's current cut, later pages name it and the last document received
+    /// (`after: None`: the page after the last one the hub sent).
     pub async fn export_page(
         &self,
         store: &StoreRef,
@@ -95,17 +114,30 @@ impl Client {
         limit: u32,
         timeout: Duration,
     ) -> Result<ExportPage, ClientError> {
+        self.request_export_page(store, export, after, limit)?.wait(timeout).await
+    }
+
+    /// Sends the request for an export page at once, without waiting for it: several requests
+    /// of one export may be on their way, each answered in the order sent (a request after the
+    /// last page gets an empty last page).
+    pub fn request_export_page(
+        &self,
+        store: &StoreRef,
+        export: Option<u64>,
+        after: Option<DocId>,
+        limit: u32,
+    ) -> Result<PageRequest, ClientError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.lock();
             if !st.connected {
                 return Err(ClientError::Disconnected);
             }
-            st.replies.exports.insert(store.clone(), tx);
+            st.replies.exports.entry(store.clone()).or_default().push_back(tx);
             st.engine.export(store.clone(), export, after, limit);
         }
         self.shared.kick.notify_one();
-        answer(rx, timeout, "an export page").await
+        Ok(PageRequest { rx })
     }
 
     /// Whole documents by id, as saved documents (for changes built on known heads).

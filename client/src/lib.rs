@@ -39,6 +39,6 @@ mod wait;
 pub use change::{ChangeState, RemoteChange, StoreMoved};
 pub use client::Client;
 pub use error::{ClientError, ConnectCause, ConnectError};
-pub use export::{ExportPage, Fetched};
+pub use export::{ExportPage, Fetched, PageRequest};
 pub use options::ClientOptions;
 pub use wait::converge;

@@ -62,9 +62,33 @@ fn an_export_pages_through_one_cut() {
     assert!(all.windows(2).all(|w| w[0].doc < w[1].doc), "document id order");
     assert!(all.iter().all(|r| r.value.is_some() && !r.heads.is_empty()));
     assert_eq!(hub.store().open_exports(), 0, "a finished export is freed");
-    assert_eq!(page(&mut hub, conn, Some(id), None, 4), Err(ErrorCode::UnknownExport));
+    // A request that was on its way when the last page went out: an empty last page.
+    assert_eq!(page(&mut hub, conn, Some(id), None, 4), Ok((id, cut, vec![], true)));
+    assert_eq!(page(&mut hub, conn, Some(id + 100), None, 4), Err(ErrorCode::UnknownExport), "never opened");
     let (_, cut, records, _) = page(&mut hub, conn, None, None, 100).expect("page");
     assert_eq!((cut, records.len()), (11, 11), "a new export sees the late write");
+}
+
+#[test]
+fn requests_that_name_no_document_continue_after_the_last_page_sent() {
+    let (mut hub, conn) = hub(HubConfig::default());
+    for i in 0..10 {
+        put(&mut hub, conn, u64::from(i), i, &format!("v{i}"));
+    }
+    let (_, _, named, _) = page(&mut hub, conn, None, None, 100).expect("page");
+    let (id, cut, mut all, last) = page(&mut hub, conn, None, None, 3).expect("page");
+    assert!(!last);
+    // Five requests at once, as a reader that keeps several on their way sends them: the pages
+    // continue one another, and those past the end are empty last pages.
+    let pages: Vec<_> = (0..5).map(|_| page(&mut hub, conn, Some(id), None, 3).expect("page")).collect();
+    let lasts: Vec<bool> = pages.iter().map(|p| p.3).collect();
+    assert_eq!(lasts, [false, false, true, true, true]);
+    for (export, page_cut, records, _) in pages {
+        assert_eq!((export, page_cut), (id, cut));
+        all.extend(records);
+    }
+    assert_eq!(all, named, "the same records, once each, as one page of them all");
+    assert_eq!(hub.store().open_exports(), 0, "the finished export is freed");
 }
 
 #[test]

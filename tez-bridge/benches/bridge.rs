@@ -11,7 +11,8 @@
 //! - `tidepool-bridge run` of an enrich job: wall time, the phase split from the run's state,
 //!   the bridge's peak RSS and write-back changes per second (changes sent / push seconds).
 //!
-//! Prints a readable line and a `BENCH {json}` line per figure.
+//! Prints a readable line and a `BENCH {json}` line per figure. `BRIDGE_BENCH_KEEP=<dir>` keeps
+//! the filled hubs there for the next run (for repeated snapshot-only runs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -142,15 +143,26 @@ async fn fill(url: &str, store: &StoreRef, n: usize) -> f64 {
 }
 
 async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
-    let data = tmp.join(format!("hub-{n}"));
+    // `BRIDGE_BENCH_KEEP=<dir>` keeps each size's filled hub there and reuses it (a snapshot-only
+    // bench, `BRIDGE_BENCH_RUN=0`, leaves the store as filled).
+    let kept = std::env::var_os("BRIDGE_BENCH_KEEP").map(PathBuf::from);
+    let data = kept.as_ref().map_or_else(|| tmp.join(format!("hub-{n}")), |k| k.join(format!("hub-{n}")));
+    let filled_mark = data.join("filled");
     let mut cmd = Command::new(bin_dir().join("tidepool-hub"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--insecure-dev", "--data"]).arg(&data);
     let (hub, addr): (Running, String) = start_announced(cmd, "listening on ");
     let hub_pid = hub.0.id();
     let url = format!("ws://{addr}/v1/sync");
     let store = StoreRef::new("bench", "items");
-    let filled = fill(&url, &store, n).await;
-    eprintln!("{n} records: hub filled in {filled:.1}s ({:.0} records/s)", n as f64 / filled);
+    if kept.is_some() && filled_mark.exists() {
+        eprintln!("{n} records: hub kept from an earlier run in {}", data.display());
+    } else {
+        let filled = fill(&url, &store, n).await;
+        eprintln!("{n} records: hub filled in {filled:.1}s ({:.0} records/s)", n as f64 / filled);
+        if kept.is_some() {
+            std::fs::write(&filled_mark, b"").expect("mark the kept hub filled");
+        }
+    }
 
     let base = format!("{namenode}/bench-{n}");
     let fs = RunFs::open(&base).expect("hdfs");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use thiserror::Error;
-use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage, StoreMoved};
+use tidepool_client::{ChangeState, Client, ClientError, ClientOptions, ExportPage, PageRequest, StoreMoved};
 use tokio::sync::broadcast;
 use tidepool_core::automerge::ActorId;
 use tidepool_core::wire::{Cursor, DocData, DocRef, ErrorCode, TipRecord};
@@ -109,6 +109,17 @@ impl Link {
     /// The next page of an export of `store` (`export: None` opens one at the hub's current cut).
     pub async fn export_page(&self, store: &StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32) -> Result<ExportPage, LinkError> {
         Ok(self.client.export_page(store, export, after, limit, HUB_TIMEOUT).await?)
+    }
+
+    /// Asks for the page of export `export` after the last one the hub sent, without waiting for
+    /// it ([`Link::page`] does), so that the hub reads the next pages while this side works.
+    pub fn request_next_page(&self, store: &StoreRef, export: u64, limit: u32) -> Result<PageRequest, LinkError> {
+        Ok(self.client.request_export_page(store, Some(export), None, limit)?)
+    }
+
+    /// The page a [`Link::request_next_page`] asked for.
+    pub async fn page(&self, request: PageRequest) -> Result<ExportPage, LinkError> {
+        Ok(request.wait(HUB_TIMEOUT).await?)
     }
 
     /// The documents of `results`, fetched from the hub and loaded; a document the hub sends

@@ -17,7 +17,7 @@
 //! A run directory is written under `<base>/<job>/.tmp-<run>` and renamed into place, so it
 //! appears whole or not at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -361,12 +361,15 @@ pub async fn snapshot(
 
 /// Records per export page: what a hub sends by default (a hub may send fewer).
 const EXPORT_PAGE: u32 = tidepool_core::sync::EXPORT_PAGE_DOCS as u32;
+/// Export pages asked for ahead of the one being written: the hub reads one while the next is on
+/// its way and this side works on a third.
+const PAGES_AHEAD: usize = 2;
 /// Bytes gathered before a chunk goes to the file system.
 const CHUNK: usize = 1 << 20;
 
 /// Streams an export of `source` into the run's input: JSON lines to `input/part-00000.jsonl`
 /// and manifest entries to `input/_manifest_docs.jsonl`, each written while later pages are
-/// still being fetched. Memory holds a page and a chunk of each file, whatever the store's size.
+/// still being fetched. Memory holds a few pages and a chunk of each file, whatever the store's size.
 /// Once the last chunk is handed to the files, `finish` gets the writer and the export's cut
 /// while the files close; its result is returned once they are closed.
 async fn export_to<T>(
@@ -387,40 +390,48 @@ async fn export_to<T>(
     let exporting = async move {
         let mut writer = SnapshotWriter::new(previous);
         let (mut lines, mut docs) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
-        let mut after = None;
         let mut page = link.export_page(source, None, None, EXPORT_PAGE).await?;
-        loop {
-            let (export, cut, last) = (Some(page.export), Some(page.cut), page.last);
-            after = page.records.last().map(|r| r.doc).or(after);
-            // The hub reads the next page while this one is turned into lines and written.
-            let next = async {
-                if last { Ok(None) } else { link.export_page(source, export, after, EXPORT_PAGE).await.map(Some) }
-            };
-            let work = async {
-                for record in &page.records {
-                    writer.add(record, &mut lines, &mut docs)?;
-                }
-                progress.count("export", writer.seen, 0);
-                for (buffer, tx) in [(&mut lines, &lines_tx), (&mut docs, &docs_tx)] {
-                    if buffer.len() >= CHUNK || last {
-                        let chunk = Bytes::from(std::mem::replace(buffer, Vec::with_capacity(CHUNK)));
-                        // A closed channel means the writer failed; its error is the one reported.
-                        if tx.send(chunk).await.is_err() {
-                            return Ok::<_, RunError>(false);
-                        }
-                    }
-                }
-                Ok(true)
-            };
-            let (next, going) = tokio::join!(next, work);
-            if !going? {
-                return Ok((writer, cut));
-            }
-            match next? {
-                Some(p) => page = p,
-                None => return Ok::<_, RunError>((writer, cut)),
+        let (export, cut) = (page.export, Some(page.cut));
+        // Pages asked for and not yet received: the hub reads them while this side turns the
+        // page before into lines, so neither waits for the other.
+        let mut asked = VecDeque::with_capacity(PAGES_AHEAD);
+        if !page.last {
+            for _ in 0..PAGES_AHEAD {
+                asked.push_back(link.request_next_page(source, export, EXPORT_PAGE)?);
             }
         }
+        loop {
+            for record in &page.records {
+                writer.add(record, &mut lines, &mut docs)?;
+            }
+            progress.count("export", writer.seen, 0);
+            for (buffer, tx) in [(&mut lines, &lines_tx), (&mut docs, &docs_tx)] {
+                if buffer.len() >= CHUNK || page.last {
+                    let chunk = Bytes::from(std::mem::replace(buffer, Vec::with_capacity(CHUNK)));
+                    // A closed channel means the writer failed; its error is the one reported.
+                    if tx.send(chunk).await.is_err() {
+                        return Ok((writer, cut));
+                    }
+                }
+            }
+            if page.last {
+                break;
+            }
+            let Some(request) = asked.pop_front() else { break };
+            page = link.page(request).await?;
+            if !page.last {
+                asked.push_back(link.request_next_page(source, export, EXPORT_PAGE)?);
+            }
+        }
+        // The requests sent after the one the last page answered get empty last pages.
+        for request in asked {
+            let after = link.page(request).await?;
+            if !after.records.is_empty() {
+                let detail = format!("export {export} sent {} records after its last page", after.records.len());
+                return Err(RunError::Snapshot(crate::snapshot::SnapshotError::Export(detail)));
+            }
+        }
+        Ok::<_, RunError>((writer, cut))
     };
     let finishing = async move {
         let (writer, cut) = exporting.await?;

@@ -22,6 +22,8 @@ pub enum SnapshotError {
     Key { doc: DocId, source: KeyError },
     #[error("document {doc}: the hub's value is not JSON: {detail}")]
     Value { doc: DocId, detail: String },
+    #[error("the hub's export: {0}")]
+    Export(String),
 }
 
 /// One record as the snapshot saw it.

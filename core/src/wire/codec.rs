@@ -7,7 +7,7 @@ use crate::key::{Key, KeyError};
 use crate::wire::message::Message;
 
 pub const MAGIC: [u8; 4] = *b"TDPL";
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 const HEADER: usize = 6;
 /// bincode's own allocation ceiling: no length prefix may claim more than this, whatever the
 /// configured frame limit.

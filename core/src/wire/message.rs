@@ -188,7 +188,9 @@ pub enum Message {
     /// Something went wrong; `batch` names the push it concerns, if any.
     Error { code: ErrorCode, detail: String, batch: Option<u64> },
     /// The next page of a consistent export of a store (needs read access). Without `export`, the
-    /// hub opens one at its current cut; later pages name it and the last document received.
+    /// hub opens one at its current cut; later pages name it, and continue after `after` or,
+    /// without it, after the last page the hub sent (so several requests may be on their way at
+    /// once). A request that arrives after the last page gets an empty last page.
     Export { store: StoreRef, export: Option<u64>, after: Option<DocId>, limit: u32 },
     /// A page of an export, every page as of the same `cut`, each document once over the whole
     /// export (in the hub's storage order, not necessarily by id); `last` ends the export (the

@@ -136,10 +136,14 @@ fn seq_i64(v: u64) -> Result<i64, StorageError> {
     i64::try_from(v).map_err(|_| StorageError::Malformed(format!("sequence number {v} overflows")))
 }
 
-fn doc_id(bytes: Vec<u8>) -> Result<DocId, StorageError> {
+fn doc_ref(bytes: &[u8]) -> Result<DocId, StorageError> {
     let raw: [u8; 16] =
         bytes.try_into().map_err(|_| StorageError::Malformed("document id is not 16 bytes".into()))?;
     Ok(DocId(raw))
+}
+
+fn doc_id(bytes: Vec<u8>) -> Result<DocId, StorageError> {
+    doc_ref(&bytes)
 }
 
 impl SqliteBackend {
@@ -648,11 +652,14 @@ impl Backend for SqliteBackend {
         )?;
         let mut rows = stmt.query(params![id, from, limit])?;
         let mut out = Vec::new();
+        // Borrowed where the record takes no copy (the id, the heads blob): this runs once per
+        // record of the store.
         while let Some(row) = rows.next()? {
-            let doc = doc_id(row.get(0)?)?;
-            let heads: Option<Vec<u8>> = row.get(2)?;
+            let column = |e: rusqlite::types::FromSqlError| StorageError::Malformed(format!("an export column: {e}"));
+            let doc = doc_ref(row.get_ref(0)?.as_blob().map_err(column)?)?;
+            let heads = row.get_ref(2)?.as_blob_or_null().map_err(column)?;
             let heads = heads.ok_or_else(|| StorageError::Malformed(format!("{doc} has no export columns")))?;
-            out.push(ExportRecord { doc, key: row.get(1)?, heads: decode_heads(&heads)?, value: row.get(3)? });
+            out.push(ExportRecord { doc, key: row.get(1)?, heads: decode_heads(heads)?, value: row.get(3)? });
         }
         Ok(Some(out))
     }

@@ -1,7 +1,7 @@
 //! One connection's protocol state at the hub: who it is, what it may do, what it follows, and
 //! its sync protocol sessions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use automerge::sync;
 
@@ -22,8 +22,24 @@ pub(super) struct Conn {
     pub watching: BTreeSet<StoreRef>,
     /// Automerge sync protocol state per document in repair.
     pub sync: HashMap<DocId, sync::State>,
-    /// Open exports: id -> (store, log seq of the cut).
-    pub exports: BTreeMap<u64, (StoreRef, u64)>,
+    /// Open exports by id.
+    pub exports: BTreeMap<u64, OpenExport>,
+    /// Exports that sent their last page, newest last (at most [`ENDED_EXPORTS`]): a request
+    /// already on its way for the page after the last gets an empty last page, not an error.
+    pub ended: VecDeque<(u64, OpenExport)>,
+}
+
+/// Ended exports a connection remembers.
+pub(super) const ENDED_EXPORTS: usize = 8;
+
+/// An export a connection holds open.
+#[derive(Debug, Clone)]
+pub(super) struct OpenExport {
+    pub store: StoreRef,
+    /// The log seq of the cut.
+    pub seq: u64,
+    /// The last document sent: where a request that names no document continues.
+    pub last: Option<DocId>,
 }
 
 impl<S: HubStore, A: Authorizer> Hub<S, A> {

@@ -2,7 +2,9 @@
 //!
 //! An export streams every record of a store as it was at one cut (document id, key, heads and
 //! plain value), a page per request, so neither end ever holds the store. The hub's store keeps
-//! the cut (a read snapshot) until the last page or until the connection closes. A fetch returns
+//! the cut (a read snapshot) until the last page or until the connection closes. A request that
+//! names no document continues after the last page sent, so a reader may keep several requests
+//! on their way; one that arrives after the last page gets an empty last page. A fetch returns
 //! whole documents by id, for changes built on known heads; one that asks for tips gets, for
 //! every document whose tip the store keeps, that instead (read without loading the document).
 
@@ -10,6 +12,7 @@ use crate::doc_id::{DocId, StoreRef};
 use crate::sync::auth::Authorizer;
 use crate::wire::{Cursor, DocRef, ErrorCode, Message, TipRecord};
 
+use super::conn::{ENDED_EXPORTS, OpenExport};
 use super::{ConnId, Hub, HubOutput, HubStore};
 
 /// Exports one connection may hold open at once.
@@ -27,14 +30,24 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
     ) -> Result<(), S::Error> {
         let most = self.config.export_docs.min(self.config.limits.max_docs).max(1);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, most);
-        let (id, seq) = match export {
-            Some(id) => match self.conns.get(&conn).and_then(|c| c.exports.get(&id)) {
-                Some((s, seq)) if *s == store => (id, *seq),
-                _ => {
-                    out.refuse(conn, ErrorCode::UnknownExport, None, format!("no export {id} of {store} on this connection"), None);
-                    return Ok(());
+        let (id, seq, after) = match export {
+            Some(id) => {
+                let Some(c) = self.conns.get(&conn) else { return Ok(()) };
+                match c.exports.get(&id) {
+                    // No document named: on from the last page sent.
+                    Some(open) if open.store == store => (id, open.seq, after.or(open.last)),
+                    _ => {
+                        if let Some((_, ended)) = c.ended.iter().find(|(e, o)| *e == id && o.store == store) {
+                            // Asked for before the last page arrived: there is nothing after it.
+                            let cut = Cursor { epoch: self.store.epoch(), seq: ended.seq };
+                            out.send(conn, &Message::ExportPage { store, export: id, cut, records: vec![], last: true });
+                            return Ok(());
+                        }
+                        out.refuse(conn, ErrorCode::UnknownExport, None, format!("no export {id} of {store} on this connection"), None);
+                        return Ok(());
+                    }
                 }
-            },
+            }
             None => {
                 if self.conns.get(&conn).is_some_and(|c| c.exports.len() >= MAX_OPEN_EXPORTS) {
                     let detail = format!("at most {MAX_OPEN_EXPORTS} exports open per connection");
@@ -47,13 +60,13 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                     return Ok(());
                 };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.exports.insert(id, (store.clone(), seq));
+                    c.exports.insert(id, OpenExport { store: store.clone(), seq, last: None });
                 }
-                (id, seq)
+                (id, seq, after)
             }
         };
         let Some(mut records) = self.store.export_page(id, after, limit)? else {
-            self.end_export(conn, id);
+            self.end_export(conn, id, false);
             out.refuse(conn, ErrorCode::UnknownExport, None, format!("export {id} of {store} has ended, or the document it was asked to continue after is not in it"), None);
             return Ok(());
         };
@@ -63,17 +76,27 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         let trimmed = fits < records.len();
         records.truncate(fits);
         let last = !trimmed && records.len() < limit;
+        if let Some(open) = self.conns.get_mut(&conn).and_then(|c| c.exports.get_mut(&id)) {
+            open.last = records.last().map(|r| r.doc).or(after);
+        }
         if last {
-            self.end_export(conn, id);
+            self.end_export(conn, id, true);
         }
         let cut = Cursor { epoch: self.store.epoch(), seq };
         out.send(conn, &Message::ExportPage { store, export: id, cut, records, last });
         Ok(())
     }
 
-    pub(super) fn end_export(&mut self, conn: ConnId, export: u64) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.exports.remove(&export);
+    /// Closes an export; one that `finished` (sent its last page) is remembered for a while.
+    pub(super) fn end_export(&mut self, conn: ConnId, export: u64, finished: bool) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && let Some(open) = c.exports.remove(&export)
+            && finished
+        {
+            if c.ended.len() == ENDED_EXPORTS {
+                c.ended.pop_front();
+            }
+            c.ended.push_back((export, open));
         }
         self.store.export_close(export);
     }
