@@ -417,7 +417,11 @@ async fn export_to<T>(
             if page.last {
                 break;
             }
-            let Some(request) = asked.pop_front() else { break };
+            // Every page but the last leaves a request behind it (asked for above or below).
+            let Some(request) = asked.pop_front() else {
+                let detail = format!("export {export}: no request left for the page after a page that was not the last");
+                return Err(RunError::Snapshot(crate::snapshot::SnapshotError::Export(detail)));
+            };
             page = link.page(request).await?;
             if !page.last {
                 asked.push_back(link.request_next_page(source, export, EXPORT_PAGE)?);

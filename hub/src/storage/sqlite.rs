@@ -654,8 +654,8 @@ impl Backend for SqliteBackend {
         let mut out = Vec::new();
         // Borrowed where the record takes no copy (the id, the heads blob): this runs once per
         // record of the store.
+        let column = |e: rusqlite::types::FromSqlError| StorageError::Malformed(format!("an export column: {e}"));
         while let Some(row) = rows.next()? {
-            let column = |e: rusqlite::types::FromSqlError| StorageError::Malformed(format!("an export column: {e}"));
             let doc = doc_ref(row.get_ref(0)?.as_blob().map_err(column)?)?;
             let heads = row.get_ref(2)?.as_blob_or_null().map_err(column)?;
             let heads = heads.ok_or_else(|| StorageError::Malformed(format!("{doc} has no export columns")))?;

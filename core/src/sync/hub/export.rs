@@ -32,20 +32,20 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, most);
         let (id, seq, after) = match export {
             Some(id) => {
-                let Some(c) = self.conns.get(&conn) else { return Ok(()) };
-                match c.exports.get(&id) {
+                let state = self.conns.get(&conn);
+                let open = state.and_then(|c| c.exports.get(&id)).filter(|o| o.store == store);
+                let ended = state.and_then(|c| c.ended.iter().find(|(e, o)| *e == id && o.store == store));
+                if let Some(open) = open {
                     // No document named: on from the last page sent.
-                    Some(open) if open.store == store => (id, open.seq, after.or(open.last)),
-                    _ => {
-                        if let Some((_, ended)) = c.ended.iter().find(|(e, o)| *e == id && o.store == store) {
-                            // Asked for before the last page arrived: there is nothing after it.
-                            let cut = Cursor { epoch: self.store.epoch(), seq: ended.seq };
-                            out.send(conn, &Message::ExportPage { store, export: id, cut, records: vec![], last: true });
-                            return Ok(());
-                        }
-                        out.refuse(conn, ErrorCode::UnknownExport, None, format!("no export {id} of {store} on this connection"), None);
-                        return Ok(());
-                    }
+                    (id, open.seq, after.or(open.last))
+                } else if let Some((_, ended)) = ended {
+                    // Asked for before the last page arrived: there is nothing after it.
+                    let cut = Cursor { epoch: self.store.epoch(), seq: ended.seq };
+                    out.send(conn, &Message::ExportPage { store, export: id, cut, records: vec![], last: true });
+                    return Ok(());
+                } else {
+                    out.refuse(conn, ErrorCode::UnknownExport, None, format!("no export {id} of {store} on this connection"), None);
+                    return Ok(());
                 }
             }
             None => {
