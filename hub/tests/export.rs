@@ -554,7 +554,7 @@ fn a_version_1_file_is_migrated_and_backfilled_in_pages() {
 
     // Read-write: migrated in place; exports wait for the backfill.
     let backend = SqliteBackend::open(&path, OpenMode::ReadWrite).expect("migrating open");
-    assert_eq!(backend.schema_version(), 2);
+    assert_eq!(backend.schema_version(), 3);
     let mut storage = Storage::new(backend, options());
     assert!(storage.export_open(&store()).is_err(), "an export before the backfill would lack columns");
     assert_eq!(storage.stats().exports_open, 0);
@@ -580,12 +580,72 @@ fn a_version_1_file_is_migrated_and_backfilled_in_pages() {
     // Writes after the migration keep the columns current, like on a new file.
     let conn_check = Connection::open(&path).expect("open");
     let version: i64 = conn_check.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let unfilled: i64 =
         conn_check.query_row("SELECT COUNT(*) FROM docs WHERE heads IS NULL", [], |r| r.get(0)).expect("count");
     assert_eq!(unfilled, 0);
     let deleted: BTreeSet<DocId> = records.iter().filter(|r| r.value.is_none()).map(|r| r.doc).collect();
     assert_eq!(deleted.len(), 45usize.div_ceil(6));
+}
+
+/// A document's log rows by seq, as the index of versions 1 and 2 found them.
+fn rows_by_doc(conn: &Connection) -> BTreeMap<Vec<u8>, Vec<i64>> {
+    let mut stmt = conn.prepare("SELECT doc, seq FROM log ORDER BY seq").expect("rows");
+    let mut out: BTreeMap<Vec<u8>, Vec<i64>> = BTreeMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).expect("query") {
+        let (doc, seq) = row.expect("row");
+        out.entry(doc).or_default().push(seq);
+    }
+    out
+}
+
+#[test]
+fn a_version_2_file_reads_as_before_and_is_chained_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hub.sqlite");
+    let expected = write_v1(&path, 45);
+    // What a version-2 hub's migration left (its documents still to backfill).
+    let conn = Connection::open(&path).expect("open");
+    conn.execute_batch(
+        "ALTER TABLE docs ADD COLUMN heads BLOB; ALTER TABLE docs ADD COLUMN value BLOB;
+         ALTER TABLE docs ADD COLUMN tip BLOB;
+         CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL; PRAGMA user_version = 2;",
+    )
+    .expect("version 2");
+    let rows = rows_by_doc(&conn);
+    assert!(rows.values().any(|seqs| seqs.len() == 3), "some documents have several log rows");
+    drop(conn);
+    let loaded = |storage: &mut Storage<SqliteBackend>| -> BTreeMap<DocId, ExportRecord> {
+        let mut records = storage.records(&store(), None, usize::MAX).expect("records");
+        records.iter_mut().map(|r| (r.id(), export_record(r))).collect()
+    };
+
+    // Read-only (`dump` beside a version-2 hub): the documents load through the old index.
+    let backend = SqliteBackend::open(&path, OpenMode::ReadOnly).expect("read-only open of version 2");
+    assert_eq!(backend.schema_version(), 2);
+    let mut storage = Storage::new(backend, StorageOptions { read_only: true, ..options() });
+    assert_eq!(loaded(&mut storage), expected, "version 2, read-only");
+    drop(storage);
+
+    // Read-write: chained, the index gone, every document loads the same through the chain.
+    let backend = SqliteBackend::open(&path, OpenMode::ReadWrite).expect("migrating open");
+    assert_eq!(backend.schema_version(), 3);
+    let mut storage = Storage::new(backend, options());
+    assert_eq!(loaded(&mut storage), expected, "version 3, chained");
+    storage.abort();
+    drop(storage);
+    let conn = Connection::open(&path).expect("open");
+    let index: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'log_by_doc'", [], |r| r.get(0))
+        .expect("schema");
+    assert_eq!(index, 0, "the index is dropped");
+    let mut stmt = conn.prepare("SELECT doc, seq, prev FROM log").expect("chain");
+    for row in stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).expect("q") {
+        let (doc, seq, prev) = row.expect("row");
+        let seqs = &rows[&doc];
+        let at = seqs.iter().position(|s| *s == seq).expect("seq of the document");
+        assert_eq!(prev, if at == 0 { 0 } else { seqs[at - 1] }, "row {seq}: the document's row before");
+    }
 }
 
 #[test]

@@ -213,7 +213,9 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
     // measures snapshots only).
     if std::env::var("BRIDGE_BENCH_RUN").is_ok_and(|v| v == "0") {
         drop(hub);
-        let _ = std::fs::remove_dir_all(&data);
+        if kept.is_none() {
+            let _ = std::fs::remove_dir_all(&data);
+        }
         return;
     }
     let job = tmp.join(format!("enrich-{n}.toml"));
@@ -257,5 +259,6 @@ async fn bench_size(n: usize, rounds: usize, namenode: &str, tmp: &Path) {
     bench_line(line);
     fs.delete("").await.expect("clean the size's runs");
     drop(hub);
+    // A kept hub holds the run's write-back now, so it is no longer the store as filled.
     let _ = std::fs::remove_dir_all(&data);
 }

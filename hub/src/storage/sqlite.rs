@@ -8,10 +8,12 @@
 //! commits meanwhile.
 //!
 //! Schema versions: 1 had no export columns; 2 adds `docs.heads` (the concatenated 32-byte head
-//! hashes, NULL until written) and `docs.value` (the plain value as JSON, NULL when deleted).
-//! A version-1 file opened read-write is migrated in place; its documents get their columns from
-//! `Storage::backfill_exports`. A read-only open of a version-1 file reads everything but
-//! exports.
+//! hashes, NULL until written) and `docs.value` (the plain value as JSON, NULL when deleted);
+//! 3 chains each document's log rows (`log.prev`, the seq of the document's row before) in place
+//! of the `log_by_doc` index. An older file opened read-write is migrated in place; a version-1
+//! file's documents get their columns from `Storage::backfill_exports`. A read-only open of an
+//! older file reads what it holds the way its version did (a version-1 file: everything but
+//! exports).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +27,11 @@ use super::{
     Backend, DocRow, ExportRow, LogRow, StorageError, StoreMeta, decode_changes, decode_heads, encode_changes, encode_heads,
 };
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// The first version with export columns.
 const EXPORT_VERSION: i64 = 2;
+/// The first version whose log rows name the document's row before (`log.prev`).
+const CHAIN_VERSION: i64 = 3;
 /// Page cache of an export's connection (KiB, as SQLite's negative `cache_size`): pages are read
 /// once in key order, so a small cache loses little, and there may be many exports.
 const EXPORT_CACHE_KIB: i64 = 1024;
@@ -68,9 +72,9 @@ CREATE TABLE log (
     origin BLOB NOT NULL,
     at INTEGER NOT NULL,
     changes BLOB NOT NULL,
+    prev INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (store, seq)
 );
-CREATE INDEX log_by_doc ON log (store, doc, seq);
 CREATE INDEX log_by_time ON log (store, at);
 ";
 
@@ -84,6 +88,19 @@ ALTER TABLE docs ADD COLUMN heads BLOB;
 ALTER TABLE docs ADD COLUMN value BLOB;
 CREATE INDEX docs_unexported ON docs (store, doc) WHERE heads IS NULL;
 PRAGMA user_version = 2;
+";
+
+/// Version 2 to 3: each log row names the seq of its document's row before it (0: none), filled
+/// here through `log_by_doc`, which then goes. A document's rows are found by walking back from
+/// `docs.last_seq`, so a change is one more column in the row it writes anyway, where the index
+/// was an insert at a random place in a b-tree as large as the log (at a million documents most
+/// of the pages every commit wrote, and checkpointed again).
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE log ADD COLUMN prev INTEGER NOT NULL DEFAULT 0;
+UPDATE log SET prev = COALESCE(
+    (SELECT MAX(p.seq) FROM log p WHERE p.store = log.store AND p.doc = log.doc AND p.seq < log.seq), 0);
+DROP INDEX IF EXISTS log_by_doc;
+PRAGMA user_version = 3;
 ";
 
 /// WAL pages between automatic checkpoints (SQLite's default is 1,000): about 40 MiB of WAL.
@@ -176,10 +193,16 @@ impl SqliteBackend {
             }
             (1, OpenMode::ReadWrite) => {
                 Self::migrate_from_1(&conn)?;
+                Self::migrate_from_2(&conn)?;
                 version = SCHEMA_VERSION;
             }
-            // Everything but exports reads the same in version 1 (`dump` of an old file).
-            (1, OpenMode::ReadOnly) | (SCHEMA_VERSION, _) => {}
+            (2, OpenMode::ReadWrite) => {
+                Self::migrate_from_2(&conn)?;
+                version = SCHEMA_VERSION;
+            }
+            // An older file reads the way its version did (`dump` of an old file, or of one an
+            // older hub still serves): version 1 everything but exports, both through `log_by_doc`.
+            (1 | 2, OpenMode::ReadOnly) | (SCHEMA_VERSION, _) => {}
             (found, _) => return Err(StorageError::Schema { found, expected: SCHEMA_VERSION }),
         }
         if mode == OpenMode::ReadWrite {
@@ -207,21 +230,32 @@ impl SqliteBackend {
         })
     }
 
-    fn insert_log(&self, id: i64, seq: i64, row: &LogRow) -> Result<(), StorageError> {
+    /// Writes a log row whose document's row before it is `prev` (0: none).
+    fn insert_log(&self, id: i64, seq: i64, prev: i64, row: &LogRow) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO log (store, seq, doc, key, origin, at, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO log (store, seq, doc, key, origin, at, changes, prev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 id,
                 seq,
-                row.doc.0.to_vec(),
+                row.doc.0.as_slice(),
                 row.key,
-                row.origin.0.to_vec(),
+                row.origin.0.as_slice(),
                 row.at_ms,
-                encode_changes(&row.changes)
+                encode_changes(&row.changes),
+                prev
             ])?;
         Ok(())
+    }
+
+    /// The document's row: its rowid and last log seq.
+    fn doc_position(&self, id: i64, doc: DocId) -> Result<Option<(i64, i64)>, StorageError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT rowid, last_seq FROM docs WHERE store = ?1 AND doc = ?2")?
+            .query_row(params![id, doc.0.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     /// The data file's schema version.
@@ -236,6 +270,15 @@ impl SqliteBackend {
         tx.execute_batch(MIGRATE_1_TO_2)?;
         tx.commit()?;
         tracing::info!("storage migrated from schema version 1 to 2; export columns are backfilled next");
+        Ok(())
+    }
+
+    /// Chains the log rows in one transaction: a crash leaves version 2 or version 3.
+    fn migrate_from_2(conn: &Connection) -> Result<(), StorageError> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(MIGRATE_2_TO_3)?;
+        tx.commit()?;
+        tracing::info!("storage migrated from schema version 2 to 3: log rows chained per document");
         Ok(())
     }
 
@@ -318,6 +361,34 @@ impl SqliteBackend {
         Ok((Export { conn, store: Some(id) }, seq_u64(head)?))
     }
 
+    /// `doc_changes` of a chained log: back from the document's last row, one row at a time by
+    /// the log's primary key, to the first at or before `after`. A row missing on the way is
+    /// an error, never a shorter history.
+    fn chained_changes(&self, id: i64, doc: DocId, after: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        let Some((_, last)) = self.doc_position(id, doc)? else { return Ok(vec![]) };
+        let after = seq_i64(after)?;
+        let mut stmt = self.conn.prepare_cached("SELECT prev, changes FROM log WHERE store = ?1 AND seq = ?2 AND doc = ?3")?;
+        let mut blobs = Vec::new();
+        let mut seq = last;
+        while seq > after {
+            let row: Option<(i64, Vec<u8>)> =
+                stmt.query_row(params![id, seq, doc.0.as_slice()], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let Some((prev, blob)) = row else {
+                return Err(StorageError::Malformed(format!("log row {seq} of {doc} is missing")));
+            };
+            if prev >= seq {
+                return Err(StorageError::Malformed(format!("log row {seq} of {doc} names row {prev} as its previous")));
+            }
+            blobs.push(blob);
+            seq = prev;
+        }
+        let mut out = Vec::new();
+        for blob in blobs.iter().rev() {
+            out.extend(decode_changes(blob)?);
+        }
+        Ok(out)
+    }
+
     fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawLogRow> {
         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
     }
@@ -396,6 +467,9 @@ impl Backend for SqliteBackend {
 
     fn doc_changes(&mut self, store: &StoreRef, doc: DocId, after: u64) -> Result<Vec<Vec<u8>>, StorageError> {
         let Some(id) = self.store_id(store)? else { return Ok(vec![]) };
+        if self.version >= CHAIN_VERSION {
+            return self.chained_changes(id, doc, after);
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT changes FROM log WHERE store = ?1 AND doc = ?2 AND seq > ?3 ORDER BY seq")?;
@@ -459,13 +533,18 @@ impl Backend for SqliteBackend {
         }
         let id = self.create_store(store)?;
         let seq = seq_i64(row.seq)?;
-        self.insert_log(id, seq, row)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO docs (store, doc, key, last_seq) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (store, doc) DO UPDATE SET last_seq = excluded.last_seq",
-            )?
-            .execute(params![id, row.doc.0.to_vec(), row.key, seq])?;
+        match self.doc_position(id, row.doc)? {
+            Some((rowid, last)) => {
+                self.insert_log(id, seq, last, row)?;
+                self.conn.prepare_cached("UPDATE docs SET last_seq = ?2 WHERE rowid = ?1")?.execute(params![rowid, seq])?;
+            }
+            None => {
+                self.insert_log(id, seq, 0, row)?;
+                self.conn
+                    .prepare_cached("INSERT INTO docs (store, doc, key, last_seq) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![id, row.doc.0.as_slice(), row.key, seq])?;
+            }
+        }
         self.conn.prepare_cached("UPDATE stores SET head = ?2 WHERE id = ?1")?.execute(params![id, seq])?;
         Ok(())
     }
@@ -486,17 +565,14 @@ impl Backend for SqliteBackend {
         }
         let id = self.create_store(store)?;
         let seq = seq_i64(row.seq)?;
-        self.insert_log(id, seq, row)?;
         // The row exists (a tip was read from it): one update for the log position and columns.
-        let updated = self
-            .conn
-            .prepare_cached(
-                "UPDATE docs SET last_seq = ?3, heads = ?4, value = ?5, tip = ?6 WHERE store = ?1 AND doc = ?2",
-            )?
-            .execute(params![id, row.doc.0.to_vec(), seq, encode_heads(heads), value, tip])?;
-        if updated != 1 {
+        let Some((rowid, last)) = self.doc_position(id, row.doc)? else {
             return Err(StorageError::Malformed(format!("export columns for {}, which has no row", row.doc)));
-        }
+        };
+        self.insert_log(id, seq, last, row)?;
+        self.conn
+            .prepare_cached("UPDATE docs SET last_seq = ?2, heads = ?3, value = ?4, tip = ?5 WHERE rowid = ?1")?
+            .execute(params![rowid, seq, encode_heads(heads), value, tip])?;
         self.conn.prepare_cached("UPDATE stores SET head = ?2 WHERE id = ?1")?.execute(params![id, seq])?;
         Ok(())
     }
