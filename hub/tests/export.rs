@@ -20,8 +20,8 @@ use tidepool_client::{Client, ClientOptions};
 use rusqlite::{Connection, params};
 use tidepool_core::automerge::ActorId;
 use tidepool_core::sync::{AllowAll, ClientConfig, ClientEngine, ClientEvent, ConnId, HubConfig, HubStore, MemoryClientDocs};
-use tidepool_core::wire::{self, Cursor, ErrorCode, ExportRecord, Message, PeerId};
-use tidepool_core::{DocId, Key, Record, StoreRef, Value, object};
+use tidepool_core::wire::{self, Cursor, ErrorCode, ExportRecord, Message, Payload, PeerId};
+use tidepool_core::{DocId, Key, Record, StoreRef, Value, Verified, object};
 use tidepool_hub::engine::{Delivery, Engine, Input};
 use tidepool_hub::metrics::Metrics;
 use tidepool_hub::storage::{
@@ -218,6 +218,66 @@ fn assert_covers(records: &[ExportRecord], expected: &BTreeMap<DocId, ExportReco
 fn postgres_engine(url: &str) -> HubEngine<PostgresBackend> {
     let backend = PostgresBackend::open(url, false).expect("open");
     Engine::new(Storage::new(backend, options()), AllowAll, HubConfig::default(), Arc::new(Metrics::default()))
+}
+
+/// A fetch for tips keeps the row for the push that follows; a write of the document in
+/// between (here one that loads it) drops it, so a change on the old heads is not taken on the
+/// old tip. Taken there, the row would say heads the document does not have.
+#[test]
+fn a_row_kept_by_a_fetch_for_tips_is_dropped_when_the_document_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut hub = sqlite_engine(&dir.path().join("hub.sqlite"));
+    let mut writer = Peer::new(&mut hub, 1, true);
+    pump(&mut hub, &mut [&mut writer]);
+    for key in ["a", "b"] {
+        writer.put(key, &value(1, 0));
+    }
+    pump(&mut hub, &mut [&mut writer]);
+    let s = store();
+    let record = |writer: &mut Peer, key: &str| -> (DocId, Vec<u8>, Vec<u8>) {
+        let r = writer.docs.record_for(&s, &Key::from(key)).expect("record");
+        (r.id(), r.encoded_key().to_vec(), r.save())
+    };
+    // A change on the current heads of "a", made offline from a copy (as the bridge builds one
+    // on a fetched tip).
+    let on_heads = |saved: &[u8], key: &[u8], round: usize| -> Verified {
+        let mut copy = Record::load(&s, key.to_vec(), &Payload::Document(saved.to_vec()), &ActorId::from([9u8; 16]))
+            .expect("copy");
+        let change = copy.put(&value(1, round), 0).expect("put").expect("a change");
+        Verified::parse(&Payload::Changes(vec![change.bytes])).expect("verified")
+    };
+
+    // Fetched, then pushed on that tip: the kept row is taken.
+    let (doc, key, saved) = record(&mut writer, "a");
+    let storage = hub.storage_mut();
+    assert!(storage.tip_record(&s, doc, &key).expect("fetch").is_some(), "a tip to fetch");
+    let before = storage.stats();
+    let seq = storage.append_on_tip(&s, doc, &key, &on_heads(&saved, &key, 5), PeerId([9; 16])).expect("append");
+    assert!(seq.is_some(), "a change on the fetched tip is taken on it");
+    assert_eq!(storage.stats().tip_rows_reused, before.tip_rows_reused + 1, "the fetched row was taken");
+    storage.commit().expect("commit");
+
+    // Fetched, then written by someone else on the document itself (core's way for a change
+    // that is not a tip edit: the record loaded, the change applied and logged), then a change
+    // on the fetched heads: it is no tip edit either, and the document merges both.
+    let (doc, key, saved) = record(&mut writer, "b");
+    let storage = hub.storage_mut();
+    assert!(storage.tip_record(&s, doc, &key).expect("fetch").is_some(), "a tip to fetch");
+    let other = {
+        let r = writer.docs.record_for(&s, &Key::from("b")).expect("record");
+        r.put(&value(1, 2), 0).expect("put").expect("a change").bytes
+    };
+    let storage = hub.storage_mut();
+    let loaded = storage.record(&s, doc, &key).expect("load");
+    loaded.apply_verified(Verified::parse(&Payload::Changes(vec![other.clone()])).expect("verified")).expect("apply");
+    storage.append(&s, doc, &key, vec![other], PeerId([1; 16])).expect("append");
+    let stale = on_heads(&saved, &key, 6);
+    let before = storage.stats();
+    let seq = storage.append_on_tip(&s, doc, &key, &stale, PeerId([9; 16])).expect("append");
+    assert_eq!(seq, None, "the kept row went with the write; a change on older heads is not a tip edit");
+    assert_eq!(storage.stats().tip_rows_reused, before.tip_rows_reused);
+    storage.abort();
+    assert_columns_match_documents(hub.storage_mut(), "after a kept row was dropped");
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub struct StorageStats {
     pub backfilled: u64,
     /// Log entries taken on a document's tip, without loading it.
     pub tip_appends: u64,
+    /// Of those, the ones whose row a fetch for tips had just read (not read again).
+    pub tip_rows_reused: u64,
 }
 
 struct Cached {
@@ -74,6 +76,18 @@ struct Cached {
 }
 
 type Slot = (StoreRef, DocId);
+
+/// A document's row as a fetch for tips read it: what a change taken on the tip needs, so the
+/// push that follows the fetch (a write-back: fetch a batch, build on the tips, push) neither
+/// reads nor decodes the row again.
+struct TipRow {
+    value: Vec<u8>,
+    tip: Tip,
+}
+
+/// Tip rows kept between a fetch and its push: a bridge keeps three batches of a thousand on
+/// their way, and an entry is a few hundred bytes.
+const TIP_ROWS: usize = 4096;
 
 /// Where a frame started, so its writes can be undone alone.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +109,9 @@ pub struct Storage<B> {
     options: StorageOptions,
     actor: ActorId,
     cache: Lru<Slot, Cached>,
+    /// Rows read by fetches for tips. Invariant: an entry equals the document's row in the
+    /// open transaction; every write of the row drops it, and a rollback drops them all.
+    tips: Lru<Slot, TipRow>,
     /// Log bounds of stores that exist; a store that does not is looked up again each time, so
     /// clients naming random stores cannot grow this map.
     metas: HashMap<StoreRef, StoreMeta>,
@@ -121,11 +138,27 @@ fn wall_clock_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A stored tip, if it reads and is of the heads stored beside it: a hub version that kept no
+/// tips may have moved the heads past it, and such a tip is never used.
+fn tip_of_heads(store: &StoreRef, doc: DocId, heads: &[[u8; 32]], bytes: &[u8]) -> Option<Tip> {
+    let tip = match Tip::decode(bytes) {
+        Ok(tip) => tip,
+        Err(e) => {
+            tracing::warn!(%store, %doc, error = %e, "the stored tip does not read; the document is loaded instead");
+            return None;
+        }
+    };
+    let mut stored: Vec<ChangeHash> = heads.iter().copied().map(ChangeHash).collect();
+    stored.sort();
+    (tip.heads() == stored.as_slice()).then_some(tip)
+}
+
 impl<B: Backend> Storage<B> {
     pub fn new(backend: B, options: StorageOptions) -> Self {
         Storage {
             backend,
             cache: Lru::new(options.cache_docs),
+            tips: Lru::new(TIP_ROWS),
             options,
             // The hub never edits documents, so this actor never appears in a change.
             actor: ActorId::from(&b"tidepool-hub\0\0\0\0"[..]),
@@ -208,6 +241,7 @@ impl<B: Backend> Storage<B> {
         self.in_tx = false;
         self.frame = None;
         self.cache.clear();
+        self.tips.clear();
         self.metas.clear();
         self.touched.clear();
     }
@@ -244,6 +278,8 @@ impl<B: Backend> Storage<B> {
         for slot in std::mem::take(&mut self.touched) {
             self.cache.remove(&slot);
         }
+        // Rows read inside the frame may be of its writes.
+        self.tips.clear();
         // Heads may have moved inside the frame; reload them from the backend.
         self.metas.clear();
         self.stats = StorageStats { evictions: self.stats.evictions, loads: self.stats.loads, ..mark.stats };
@@ -447,7 +483,22 @@ impl<B: Backend> Storage<B> {
             .transpose()
             .map_err(|e| StorageError::Malformed(format!("value of {doc} as JSON: {e}")))?;
         let tip = Tip::of(record).map(|t| t.encode());
+        self.tips.remove(&(store.clone(), doc));
         self.backend.put_export(store, doc, &heads, value.as_deref(), tip.as_deref())
+    }
+
+    /// The document's row for a change taken on its tip: the one a fetch kept (taken out, as
+    /// the change rewrites the row), else read. `None` when the document has no usable tip (a
+    /// deleted record, none stored, or one of other heads than the row's).
+    fn tip_row(&mut self, store: &StoreRef, doc: DocId) -> Result<Option<TipRow>, StorageError> {
+        if let Some(row) = self.tips.remove(&(store.clone(), doc)) {
+            self.stats.tip_rows_reused += 1;
+            return Ok(Some(row));
+        }
+        let Some(ExportRow { heads, value: Some(value), tip: Some(bytes) }) = self.backend.export_row(store, doc)? else {
+            return Ok(None);
+        };
+        Ok(tip_of_heads(store, doc, &heads, &bytes).map(|tip| TipRow { value, tip }))
     }
 
     /// Writes a log row (the store's head + 1) through `write` (the backend's append, with or
@@ -462,6 +513,7 @@ impl<B: Backend> Storage<B> {
         write: impl FnOnce(&mut B, &LogRow) -> Result<(), StorageError>,
     ) -> Result<u64, StorageError> {
         self.ensure_tx()?;
+        self.tips.remove(&(store.clone(), doc));
         let meta = self.meta(store)?;
         let seq = meta.head + 1;
         let count = changes.len() as u64;
@@ -558,21 +610,7 @@ impl<B: Backend> HubStore for Storage<B> {
         if self.cache.peek_mut(&slot).is_some_and(|c| c.record.heads() != c.persisted) {
             return Ok(None);
         }
-        let Some(ExportRow { heads, value: Some(value), tip: Some(tip) }) = self.backend.export_row(store, doc)? else {
-            return Ok(None);
-        };
-        let tip = match Tip::decode(&tip) {
-            Ok(tip) => tip,
-            Err(e) => {
-                tracing::warn!(%store, %doc, error = %e, "the stored tip does not read; the document is loaded instead");
-                return Ok(None);
-            }
-        };
-        let mut stored: Vec<ChangeHash> = heads.into_iter().map(ChangeHash).collect();
-        stored.sort();
-        if tip.heads() != stored.as_slice() {
-            return Ok(None);
-        }
+        let Some(TipRow { value, tip, .. }) = self.tip_row(store, doc)? else { return Ok(None) };
         let Some(forward) = tip.forward(change) else { return Ok(None) };
         let Some(value) = patch_value(&value, &forward.edits) else { return Ok(None) };
         let tip = forward.tip.encode();
@@ -587,16 +625,15 @@ impl<B: Backend> HubStore for Storage<B> {
     }
 
     fn tip_record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Option<TipRecord>, StorageError> {
-        let Some(ExportRow { heads, value, tip: Some(tip) }) = self.backend.export_row(store, doc)? else {
+        let Some(ExportRow { heads, value, tip: Some(bytes) }) = self.backend.export_row(store, doc)? else {
             return Ok(None);
         };
-        // Only a tip of the heads stored beside it (see `append_on_tip`).
-        let mut stored: Vec<ChangeHash> = heads.iter().copied().map(ChangeHash).collect();
-        stored.sort();
-        if Tip::decode(&tip).ok().is_none_or(|t| t.heads() != stored.as_slice()) {
-            return Ok(None);
+        let Some(tip) = tip_of_heads(store, doc, &heads, &bytes) else { return Ok(None) };
+        // Kept for the push that follows (a write-back builds its changes on these tips).
+        if let Some(value) = &value {
+            self.tips.insert((store.clone(), doc), TipRow { value: value.clone(), tip });
         }
-        Ok(Some(TipRecord { doc, key: key.to_vec(), heads, value, tip }))
+        Ok(Some(TipRecord { doc, key: key.to_vec(), heads, value, tip: bytes }))
     }
 
     fn head_seq(&mut self, store: &StoreRef) -> Result<u64, StorageError> {
