@@ -117,6 +117,8 @@ pub struct Storage<B> {
     metas: HashMap<StoreRef, StoreMeta>,
     touched: HashSet<Slot>,
     in_tx: bool,
+    /// Whether the open transaction wrote (one opened for reads alone commits nothing).
+    wrote: bool,
     frame: Option<FrameMark>,
     stats: StorageStats,
     clock: Box<dyn Fn() -> i64 + Send>,
@@ -165,6 +167,7 @@ impl<B: Backend> Storage<B> {
             metas: HashMap::new(),
             touched: HashSet::new(),
             in_tx: false,
+            wrote: false,
             frame: None,
             stats: StorageStats::default(),
             clock: Box::new(wall_clock_ms),
@@ -216,17 +219,33 @@ impl<B: Backend> Storage<B> {
             self.backend.begin()?;
             self.in_tx = true;
         }
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Opens the batch's transaction for reads that come many to a frame (a fetch of a thousand
+    /// tips): on SQLite a read outside one is a transaction of its own, with its locks taken and
+    /// released each time. It commits nothing, so it costs no fsync.
+    fn ensure_read(&mut self) -> Result<(), StorageError> {
+        if !self.in_tx && !self.options.read_only {
+            self.backend.begin()?;
+            self.in_tx = true;
+        }
         Ok(())
     }
 
     /// Makes every write since the last commit durable. Returns whether there was anything to
-    /// commit. On error, call [`Storage::abort`].
+    /// commit (a transaction opened for reads alone ends here too). On error, call
+    /// [`Storage::abort`].
     pub fn commit(&mut self) -> Result<bool, StorageError> {
         if !self.in_tx {
             return Ok(false);
         }
         self.backend.commit()?;
         self.in_tx = false;
+        if !std::mem::take(&mut self.wrote) {
+            return Ok(false);
+        }
         self.stats.commits += 1;
         Ok(true)
     }
@@ -239,6 +258,7 @@ impl<B: Backend> Storage<B> {
             tracing::warn!(error = %e, "rollback failed; the backend discards the transaction when closed");
         }
         self.in_tx = false;
+        self.wrote = false;
         self.frame = None;
         self.cache.clear();
         self.tips.clear();
@@ -274,6 +294,7 @@ impl<B: Backend> Storage<B> {
         } else if self.in_tx {
             self.backend.rollback()?;
             self.in_tx = false;
+            self.wrote = false;
         }
         for slot in std::mem::take(&mut self.touched) {
             self.cache.remove(&slot);
@@ -625,6 +646,7 @@ impl<B: Backend> HubStore for Storage<B> {
     }
 
     fn tip_record(&mut self, store: &StoreRef, doc: DocId, key: &[u8]) -> Result<Option<TipRecord>, StorageError> {
+        self.ensure_read()?;
         let Some(ExportRow { heads, value, tip: Some(bytes) }) = self.backend.export_row(store, doc)? else {
             return Ok(None);
         };
