@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use automerge::ActorId;
 use tidepool_core::sync::{
     Authorizer, ClientConfig, ClientEngine, ClientEvent, ConnId, Effect, Grants, Hub, MemoryClientDocs, MemoryHubStore,
+    Received,
 };
 use tidepool_core::wire::{self, DocData, ErrorCode, Limits, Message, Payload, PeerId};
 use tidepool_core::{Key, StoreRef, object};
@@ -102,6 +103,45 @@ fn a_corrupt_change_refuses_the_whole_batch() {
     let out = hub.receive(c, &push(&todos, "a", vec![good])).unwrap();
     assert!(out.durable);
     assert_eq!(hub.store().values(&todos).len(), 1, "the connection keeps working");
+}
+
+/// A frame the shell decoded, its pushed payloads parsed (as the hub's connection tasks do), is
+/// handled exactly as the same bytes: the same frames, effects and closes, the same records.
+#[test]
+fn frames_decoded_by_the_shell_are_handled_as_their_bytes() {
+    let todos = StoreRef::new("app", "todos");
+    let notes = StoreRef::new("app", "notes");
+    let good = a_change(&todos, "a");
+    let mut bad = a_change(&todos, "b");
+    let n = bad.len();
+    bad[n - 2] ^= 0x55;
+    let mut truncated = push(&todos, "c", vec![a_change(&todos, "c")]);
+    truncated.truncate(truncated.len() - 3);
+    let frames: Vec<Vec<u8>> = vec![
+        push(&todos, "a", vec![good.clone()]),
+        hello("good"),
+        push(&todos, "a", vec![good.clone()]),
+        push(&todos, "b", vec![good.clone(), bad]),
+        push(&notes, "a", vec![a_change(&notes, "a")]),
+        push(&todos, "d", vec![b"not automerge".to_vec()]),
+        push(&todos, "e", vec![a_change(&todos, "e")]),
+        truncated,
+    ];
+    let (mut by_bytes, mut by_shell) = (hub(), hub());
+    let (a, b) = (by_bytes.connect(), by_shell.connect());
+    assert_eq!(a, b);
+    let mut refused = 0;
+    for (i, frame) in frames.iter().enumerate() {
+        let want = by_bytes.receive(a, frame).unwrap();
+        let mut decoded = Received::decode(frame, &by_shell.config().limits);
+        decoded.check_payloads();
+        let got = by_shell.receive_decoded(b, decoded).unwrap();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "frame {i}");
+        refused += want.effects.iter().filter(|e| matches!(e, Effect::Refused { .. })).count();
+    }
+    assert!(refused >= 4, "the frames include refusals: {refused}");
+    assert_eq!(by_shell.store().values(&todos), by_bytes.store().values(&todos));
+    assert_eq!(by_shell.store().values(&todos).len(), 2, "the good pushes are stored");
 }
 
 #[test]

@@ -18,8 +18,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, close_code};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tidepool_core::sync::ConnId;
-use tidepool_core::wire::{self, ErrorCode, Message as WireMessage};
+use tidepool_core::sync::{ConnId, Received};
+use tidepool_core::wire::{self, ErrorCode, Limits, Message as WireMessage};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,8 @@ pub struct ConnContext {
     pub actor: mpsc::Sender<Command>,
     pub metrics: Arc<Metrics>,
     pub limits: ConnLimits,
+    /// Core's frame limits (`HubConfig::limits`), for frames decoded here.
+    pub wire: Limits,
     pub shutdown: CancellationToken,
 }
 
@@ -273,7 +275,7 @@ where
             Ok(Some(Ok(Message::Binary(bytes)))) => {
                 ctx.metrics.frames_in.fetch_add(1, Relaxed);
                 ctx.metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
-                let input = Input::Frame { conn, bytes: Vec::from(bytes) };
+                let input = if authenticated { decoded(conn, &bytes, &ctx.wire) } else { Input::Frame { conn, bytes: Vec::from(bytes) } };
                 if ctx.actor.send(Command::Input { input, permit: Some(permit) }).await.is_err() {
                     return Some(ErrorCode::ShuttingDown);
                 }
@@ -281,6 +283,22 @@ where
             Ok(Some(Ok(Message::Text(_)))) => return Some(ErrorCode::Malformed),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
         }
+    }
+}
+
+/// A known peer's frame, decoded and its pushed payloads parsed here, on the connection's task,
+/// rather than on the storage thread every connection waits for. Before the welcome the actor
+/// decodes (one frame at a time, and a push is refused unread). Should a parser panic, the frame
+/// goes to the actor as it came, where a panic costs the batch and not the connection's task.
+fn decoded(conn: ConnId, bytes: &Bytes, limits: &Limits) -> Input {
+    let decode = || {
+        let mut frame = Received::decode(bytes, limits);
+        frame.check_payloads();
+        frame
+    };
+    match std::panic::catch_unwind(decode) {
+        Ok(frame) => Input::Decoded { conn, frame: Box::new(frame) },
+        Err(_) => Input::Frame { conn, bytes: Vec::from(bytes.clone()) },
     }
 }
 

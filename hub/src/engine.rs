@@ -14,19 +14,28 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use tidepool_core::sync::{Authorizer, ConnId, Effect, Hub, HubConfig, HubError, HubOutput};
+use tidepool_core::sync::{Authorizer, ConnId, Effect, Hub, HubConfig, HubError, HubOutput, Received};
 use tidepool_core::wire::ErrorCode;
 
 use crate::metrics::Metrics;
 use crate::storage::{Backend, Storage};
 
 /// Something a connection did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Input {
     /// A binary WebSocket message.
     Frame { conn: ConnId, bytes: Vec<u8> },
+    /// A binary WebSocket message the connection's task decoded already (and, for a known
+    /// peer, whose pushed payloads it parsed), so the storage thread does not.
+    Decoded { conn: ConnId, frame: Box<Received> },
     /// The connection ends; `reason` is told to the client before the close, if any.
     Disconnect { conn: ConnId, reason: Option<ErrorCode> },
+}
+
+/// A frame as the batch takes it.
+enum Frame {
+    Bytes(Vec<u8>),
+    Decoded(Box<Received>),
 }
 
 /// Something to do on a connection, in order.
@@ -91,40 +100,44 @@ impl<B: Backend, A: Authorizer> Engine<B, A> {
         let mut members = Vec::new();
         let mut failure = None;
         for input in batch {
-            match input {
-                Input::Frame { conn, bytes } => {
-                    members.push(conn);
-                    if failure.is_some() {
-                        continue;
-                    }
-                    if let Err(e) = self.hub.store_mut().begin_frame() {
-                        failure = Some(e.to_string());
-                        continue;
-                    }
-                    // A panic deep in a dependency must cost this batch, not the hub: the batch
-                    // is rolled back like after a storage error and the process keeps serving.
-                    let received = std::panic::catch_unwind(AssertUnwindSafe(|| self.hub.receive(conn, &bytes)));
-                    let received = received.unwrap_or_else(|_| Err(HubError("panic while handling a frame".into())));
-                    match received {
-                        Ok(out) => {
-                            // Core refuses a push as a whole but may already have logged some of
-                            // the batch's documents (when a later one failed to apply).
-                            let refused = out.refuses_push(conn);
-                            match self.hub.store_mut().end_frame(!refused) {
-                                Ok(()) => self.collect(conn, out, &mut deliveries),
-                                Err(e) => failure = Some(e.to_string()),
-                            }
-                        }
-                        Err(e) => failure = Some(e.to_string()),
-                    }
-                }
+            let (conn, frame) = match input {
+                Input::Frame { conn, bytes } => (conn, Frame::Bytes(bytes)),
+                Input::Decoded { conn, frame } => (conn, Frame::Decoded(frame)),
                 Input::Disconnect { conn, reason } => {
                     self.hub.disconnect(conn);
                     if let Some(code) = reason {
                         self.metrics.error(code);
                     }
                     deliveries.push(Delivery::Close { conn, reason, told: false });
+                    continue;
                 }
+            };
+            members.push(conn);
+            if failure.is_some() {
+                continue;
+            }
+            if let Err(e) = self.hub.store_mut().begin_frame() {
+                failure = Some(e.to_string());
+                continue;
+            }
+            // A panic deep in a dependency must cost this batch, not the hub: the batch
+            // is rolled back like after a storage error and the process keeps serving.
+            let received = std::panic::catch_unwind(AssertUnwindSafe(|| match frame {
+                Frame::Bytes(bytes) => self.hub.receive(conn, &bytes),
+                Frame::Decoded(frame) => self.hub.receive_decoded(conn, *frame),
+            }));
+            let received = received.unwrap_or_else(|_| Err(HubError("panic while handling a frame".into())));
+            match received {
+                Ok(out) => {
+                    // Core refuses a push as a whole but may already have logged some of
+                    // the batch's documents (when a later one failed to apply).
+                    let refused = out.refuses_push(conn);
+                    match self.hub.store_mut().end_frame(!refused) {
+                        Ok(()) => self.collect(conn, out, &mut deliveries),
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                }
+                Err(e) => failure = Some(e.to_string()),
             }
         }
         if failure.is_none() {

@@ -132,6 +132,7 @@ impl App {
                 max_queue_bytes: self.options.max_queue_bytes,
                 max_inflight: self.options.max_inflight,
             },
+            wire: self.options.hub_config().limits,
             shutdown: self.shutdown.clone(),
         }
     }

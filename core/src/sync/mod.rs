@@ -58,5 +58,5 @@ mod memory;
 
 pub use auth::{AllowAll, Authorizer, Grants};
 pub use client::{ClientConfig, ClientDocs, ClientEngine, ClientError, ClientEvent, ClientOutput, Incoming, OutboxId};
-pub use hub::{Close, ConnId, EXPORT_PAGE_DOCS, Effect, Hub, HubConfig, HubError, HubOutput, HubStore, LogEntry, Outgoing};
+pub use hub::{Close, ConnId, EXPORT_PAGE_DOCS, Effect, Hub, HubConfig, HubError, HubOutput, HubStore, LogEntry, Outgoing, Received};
 pub use memory::{MemoryClientDocs, MemoryHubStore};

@@ -9,6 +9,7 @@ mod conn;
 mod export;
 mod output;
 mod push;
+mod received;
 mod repair;
 mod store;
 
@@ -16,12 +17,14 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+use crate::foreign::Verified;
 use crate::record::RecordError;
 use crate::sync::auth::{Authorizer, Grants};
 use crate::wire::{self, Cursor, DecodeError, ErrorCode, Limits, Message, PeerId};
 
 use conn::Conn;
 pub use output::{Close, ConnId, Effect, HubOutput, Outgoing};
+pub use received::Received;
 pub use store::{HubStore, LogEntry};
 
 /// A storage failure: the call's effects must not be acknowledged.
@@ -126,22 +129,37 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
 
     /// Handles one frame from a connection.
     pub fn receive(&mut self, conn: ConnId, frame: &[u8]) -> Result<HubOutput, HubError> {
+        if !self.conns.contains_key(&conn) {
+            return Ok(HubOutput::default());
+        }
+        self.receive_decoded(conn, Received::decode(frame, &self.config.limits))
+    }
+
+    /// Handles one frame from a connection, decoded (and perhaps its payloads checked) by the
+    /// shell with [`Received`], under this hub's limits.
+    pub fn receive_decoded(&mut self, conn: ConnId, received: Received) -> Result<HubOutput, HubError> {
         let mut out = HubOutput::default();
         if !self.conns.contains_key(&conn) {
             return Ok(out);
         }
-        let message = match wire::decode(frame, &self.config.limits) {
+        let message = match received.message {
             Ok(m) => m,
             Err(e) => {
                 refuse_undecodable(conn, &e, &mut out);
                 return Ok(out);
             }
         };
-        self.handle(conn, message, &mut out).map_err(|e| HubError(Box::new(e)))?;
+        self.handle(conn, message, received.checked, &mut out).map_err(|e| HubError(Box::new(e)))?;
         Ok(out)
     }
 
-    fn handle(&mut self, conn: ConnId, message: Message, out: &mut HubOutput) -> Result<(), S::Error> {
+    fn handle(
+        &mut self,
+        conn: ConnId,
+        message: Message,
+        checked: Option<Vec<Result<Verified, RecordError>>>,
+        out: &mut HubOutput,
+    ) -> Result<(), S::Error> {
         let authenticated = self.grants(conn).is_some();
         match message {
             Message::Hello { peer, token, .. } => {
@@ -170,7 +188,12 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
                 } else if let Some(detail) = self.over_batch_limit(docs.len()) {
                     out.refuse(conn, ErrorCode::TooManyDocs, Some(batch), detail, None);
                 } else {
-                    self.push(conn, batch, store, docs, out)?;
+                    // Parsed here unless the shell did it already, after the checks above.
+                    let parsed = match checked {
+                        Some(checked) => docs.into_iter().zip(checked).map(|(d, v)| (d.doc, d.key, v)).collect(),
+                        None => docs.into_iter().map(|d| (d.doc, d.key, Verified::parse(&d.payload))).collect(),
+                    };
+                    self.push(conn, batch, store, parsed, out)?;
                 }
             }
             Message::Sync { store, entries } => {

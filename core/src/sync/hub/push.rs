@@ -1,5 +1,5 @@
-//! A client's push: every payload parsed and checked first, then applied, logged, acknowledged
-//! and fanned out. A document whose change the store can take on its tip
+//! A client's push: every payload parsed and checked first (by the dispatch, or by the shell
+//! through [`super::Received`]), then applied, logged, acknowledged and fanned out. A document whose change the store can take on its tip
 //! ([`super::HubStore::append_on_tip`]) is logged without being loaded.
 
 use std::collections::HashSet;
@@ -26,17 +26,17 @@ impl<S: HubStore, A: Authorizer> Hub<S, A> {
         conn: ConnId,
         batch: u64,
         store: StoreRef,
-        docs: Vec<DocData>,
+        docs: Vec<(DocId, Vec<u8>, Result<Verified, RecordError>)>,
         out: &mut HubOutput,
     ) -> Result<(), S::Error> {
-        // Parse and check every payload first: a corrupt or foreign document anywhere refuses
-        // the whole batch and stores nothing from it.
+        // Every payload is checked first: a corrupt or foreign document anywhere refuses the
+        // whole batch and stores nothing from it.
         let mut parsed = Vec::with_capacity(docs.len());
-        for d in docs {
-            match Verified::parse(&d.payload) {
-                Ok(changes) => parsed.push((d.doc, d.key, changes)),
+        for (doc, key, changes) in docs {
+            match changes {
+                Ok(changes) => parsed.push((doc, key, changes)),
                 Err(e) => {
-                    let (code, detail) = refusal(d.doc, &e);
+                    let (code, detail) = refusal(doc, &e);
                     out.refuse(conn, code, Some(batch), detail, None);
                     return Ok(());
                 }
