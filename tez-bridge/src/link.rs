@@ -161,7 +161,8 @@ impl Link {
     pub fn start_send(&self, changes: &[PlannedChange]) -> Result<Sending, LinkError> {
         let mut ids = Vec::with_capacity(changes.len());
         for c in changes {
-            ids.push((self.client.send_change(&c.store, c.doc, &c.key, c.bytes.clone())?, c.store.clone()));
+            // Built by core's write-back: the hub checks them, the bridge does not parse them again.
+            ids.push((self.client.send_built_change(&c.store, c.doc, &c.key, c.bytes.clone()), c.store.clone()));
         }
         Ok(Sending { ids })
     }
