@@ -449,13 +449,15 @@ def bridge_pending(rows):
         text = (f"Bridge write-back below its target of 30,000 changes/s: {where} (see `make bench-bridge`). The "
                 "hub's storage thread bounds it. Neither side loads an Automerge document for a record nobody "
                 "edited since the snapshot: the hub serves the record's tip and takes the change on it, the "
-                "bridge builds the change from the tip, and a log row goes into no random index (SQLite schema "
-                "version 3 chains a document's rows instead of `log_by_doc`). Sampled with perf at 1,000,000 "
-                "records, the storage thread is busy about 92% of a core during the push; it splits into reading "
-                "the row for the fetch (about 20%), writing the log and document rows (about 30%), taking the "
-                "change on the tip (about 14%, most of it Automerge expanding the change's ops), checking the "
-                "pushed bytes (about 10%: parse and SHA-256) and the commit (about 8%). No one item is near the "
-                "gap; moving the check of pushed bytes to the connection tasks is the largest one left.")
+                "bridge builds the change from the tip and sends it unparsed (the hub checks it), a log row goes "
+                "into no random index (SQLite schema version 3 chains a document's rows instead of `log_by_doc`), "
+                "and the hub's connection tasks parse pushed payloads, off the storage thread. Sampled with perf "
+                "at 1,000,000 records before that last step, the storage thread was busy about 92% of a core "
+                "during the push: reading the row for the fetch (about 20%), writing the log and document rows "
+                "(about 30%), taking the change on the tip (about 14%, most of it Automerge expanding the "
+                "change's ops), the parse now moved (about 10%) and the commit (about 8%). Runs of the same "
+                "code on this machine spread widely (at 1,000,000 records from 21,000 to 30,000 changes/s), "
+                "so one run's figure says less than the CPU per change below.")
         runs = [r for r in rows if r.get("figure") == "run" and r.get("changes_written")]
         if runs:
             r = max(runs, key=lambda r: r["records"])
