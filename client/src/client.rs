@@ -164,19 +164,11 @@ impl Client {
     }
 
     /// Queues a change for the hub without keeping a copy of its document (a peer that does not
-    /// hold the store, such as the bridge writing results back). The bytes are checked first, so
-    /// corrupt or foreign bytes fail here and nothing is sent.
+    /// hold the store). The bytes are checked first, so corrupt or foreign bytes fail here and
+    /// nothing is sent.
     pub fn send_change(&self, store: &StoreRef, doc: DocId, key: &[u8], change: Vec<u8>) -> Result<OutboxId, ClientError> {
         tidepool_core::Verified::parse(&Payload::Changes(vec![change.clone()]))?;
-        let mut st = self.shared.lock();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.pending.insert(id);
-        st.engine.enqueue(id, store.clone(), doc, key.to_vec(), change);
-        drop(st);
-        self.shared.kick.notify_one();
-        self.shared.bump();
-        Ok(id)
+        Ok(self.send_built_change(store, doc, key, change))
     }
 
     /// [`Client::send_change`] for a change core built in this process (a write-back's, from
