@@ -263,23 +263,24 @@ impl SqliteBackend {
         self.version
     }
 
-    /// Adds the export columns in one transaction: a crash leaves version 1 or version 2, never
-    /// half of it. The documents are backfilled afterwards, page by page.
-    fn migrate_from_1(conn: &Connection) -> Result<(), StorageError> {
+    /// Runs one migration step in one transaction: a crash leaves the version before or the
+    /// version after, never half of it.
+    fn migrate(conn: &Connection, step: &str, done: &str) -> Result<(), StorageError> {
         let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(MIGRATE_1_TO_2)?;
+        tx.execute_batch(step)?;
         tx.commit()?;
-        tracing::info!("storage migrated from schema version 1 to 2; export columns are backfilled next");
+        tracing::info!("storage migrated: {done}");
         Ok(())
     }
 
-    /// Chains the log rows in one transaction: a crash leaves version 2 or version 3.
+    /// Adds the export columns; the documents are backfilled afterwards, page by page.
+    fn migrate_from_1(conn: &Connection) -> Result<(), StorageError> {
+        Self::migrate(conn, MIGRATE_1_TO_2, "schema version 1 to 2; export columns are backfilled next")
+    }
+
+    /// Chains the log rows per document.
     fn migrate_from_2(conn: &Connection) -> Result<(), StorageError> {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(MIGRATE_2_TO_3)?;
-        tx.commit()?;
-        tracing::info!("storage migrated from schema version 2 to 3: log rows chained per document");
-        Ok(())
+        Self::migrate(conn, MIGRATE_2_TO_3, "schema version 2 to 3; log rows chained per document")
     }
 
     fn create_schema(conn: &Connection) -> Result<(), StorageError> {

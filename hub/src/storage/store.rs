@@ -215,10 +215,7 @@ impl<B: Backend> Storage<B> {
         if self.options.read_only {
             return Err(StorageError::ReadOnly);
         }
-        if !self.in_tx {
-            self.backend.begin()?;
-            self.in_tx = true;
-        }
+        self.ensure_read()?;
         self.wrote = true;
         Ok(())
     }
